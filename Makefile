@@ -1,0 +1,36 @@
+# The two set-up commands of the README: `make serve` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Debian packages the tests use as real peers (DCMTK storescu/findscu/movescu/getscu/dcmqrscp...).
+TEST_DEBS := dcmtk zip
+
+.PHONY: serve test install install-test system-deps lint bench-ingest
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+install: $(BIN)/python
+	$(BIN)/pip install -q -e .
+
+install-test: $(BIN)/python system-deps
+	$(BIN)/pip install -q -e '.[test]'
+
+system-deps:
+	@missing=""; for p in $(TEST_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+serve: install
+	$(BIN)/dicom-node serve --config config.toml
+
+test: install-test
+	$(BIN)/ruff check node tests bench migrations
+	$(BIN)/python -m pytest -q
+
+lint: install-test
+	$(BIN)/ruff check node tests bench migrations

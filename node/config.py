@@ -1,0 +1,293 @@
+"""config.toml -> frozen, typed settings.
+
+Every error names the key it is about, e.g. ``[dicom].port: expected an
+integer from 1 to 65535, got "abc"``, so that start-up can stop with one line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_CONFIG = "DICOM_NODE_CONFIG"
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config.toml"
+
+# PS3.5 6.2: AE title, up to 16 characters of the default repertoire, no
+# backslash and no control characters; leading/trailing spaces are not
+# significant.
+_AE_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")
+
+
+class ConfigError(ValueError):
+    """A config value is missing or wrong; the message names the key."""
+
+
+def valid_ae_title(value: str) -> bool:
+    """True when *value* is a usable DICOM AE title."""
+    return bool(_AE_RE.match(value)) and bool(value.strip())
+
+
+@dataclass(frozen=True)
+class DicomSettings:
+    ae_title: str = "DICOM_NODE"
+    host: str = "0.0.0.0"
+    port: int = 11112
+    allowed_calling_aets: tuple[str, ...] = ()
+    max_pdu: int = 1_048_576
+    acse_timeout: float = 30.0
+    dimse_timeout: float = 60.0
+    network_timeout: float = 120.0
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    token: str = ""
+    max_body_bytes: int = 8 * 1024**3
+    max_parts: int = 10_000
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    path: Path = Path("storage")
+    database: Path = Path("storage/index.sqlite")
+    fsync: bool = True
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    path: Path = Path("storage/zip")
+    compression: int = 3
+    workers: int = 2
+    max_total_bytes: int = 20 * 1024**3
+    max_age_days: float = 30.0
+
+
+@dataclass(frozen=True)
+class Remote:
+    name: str
+    ae_title: str
+    host: str
+    port: int
+    accession_prefixes: tuple[str, ...] = ()
+    retrieve: str = "move"
+    forward: bool = False
+
+
+@dataclass(frozen=True)
+class Settings:
+    dicom: DicomSettings = field(default_factory=DicomSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
+    export: ExportSettings = field(default_factory=ExportSettings)
+    remotes: tuple[Remote, ...] = ()
+    source: Path | None = None
+
+    def remote_by_ae(self, ae_title: str) -> Remote | None:
+        """The remote whose AE title is *ae_title* (trailing spaces ignored)."""
+        wanted = ae_title.strip()
+        return next((r for r in self.remotes if r.ae_title == wanted), None)
+
+    def remote_by_name(self, name: str) -> Remote | None:
+        """The remote called *name* in the config."""
+        return next((r for r in self.remotes if r.name == name), None)
+
+    def remote_for_accession(self, accession: str) -> Remote | None:
+        """The remote whose longest matching accession prefix starts *accession*."""
+        best: tuple[int, Remote] | None = None
+        for remote in self.remotes:
+            for prefix in remote.accession_prefixes:
+                if accession.startswith(prefix) and (best is None or len(prefix) > best[0]):
+                    best = (len(prefix), remote)
+        return best[1] if best else None
+
+
+# -- value checkers: each returns the converted value or raises ConfigError --
+
+Check = Callable[[str, Any], Any]
+
+
+def _fail(key: str, expected: str, value: Any) -> ConfigError:
+    return ConfigError(f"{key}: expected {expected}, got {value!r}")
+
+
+def _string(key: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise _fail(key, "a string", value)
+    return value
+
+
+def _bool(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _fail(key, "true or false", value)
+    return value
+
+
+def _int_range(lo: int, hi: int) -> Check:
+    def check(key: str, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            raise _fail(key, f"an integer from {lo} to {hi}", value)
+        return value
+
+    return check
+
+
+def _positive_number(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise _fail(key, "a positive number", value)
+    return float(value)
+
+
+def _ae(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not valid_ae_title(value):
+        raise _fail(key, "an AE title (1-16 characters, no backslash or control characters)", value)
+    return value.strip()
+
+
+def _ae_list(key: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise _fail(key, "a list of AE titles", value)
+    return tuple(_ae(f"{key}[{i}]", v) for i, v in enumerate(value))
+
+
+def _prefix_list(key: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise _fail(key, "a list of non-empty strings", value)
+    return tuple(value)
+
+
+def _choice(*choices: str) -> Check:
+    def check(key: str, value: Any) -> str:
+        if value not in choices:
+            raise _fail(key, " or ".join(f'"{c}"' for c in choices), value)
+        return value
+
+    return check
+
+
+_port = _int_range(1, 65535)
+
+_SECTIONS: dict[str, tuple[type, dict[str, Check]]] = {
+    "dicom": (
+        DicomSettings,
+        {
+            "ae_title": _ae,
+            "host": _string,
+            "port": _port,
+            "allowed_calling_aets": _ae_list,
+            "max_pdu": _int_range(0, 2**32 - 1),
+            "acse_timeout": _positive_number,
+            "dimse_timeout": _positive_number,
+            "network_timeout": _positive_number,
+        },
+    ),
+    "http": (
+        HttpSettings,
+        {
+            "host": _string,
+            "port": _port,
+            "token": _string,
+            "max_body_bytes": _int_range(1, 2**62),
+            "max_parts": _int_range(1, 10**9),
+        },
+    ),
+    "storage": (StorageSettings, {"path": _string, "database": _string, "fsync": _bool}),
+    "export": (
+        ExportSettings,
+        {
+            "path": _string,
+            "compression": _int_range(0, 9),
+            "workers": _int_range(1, 64),
+            "max_total_bytes": _int_range(0, 2**62),
+            "max_age_days": _positive_number,
+        },
+    ),
+}
+
+_REMOTE_KEYS: dict[str, Check] = {
+    "name": _string,
+    "ae_title": _ae,
+    "host": _string,
+    "port": _port,
+    "accession_prefixes": _prefix_list,
+    "retrieve": _choice("move", "get"),
+    "forward": _bool,
+}
+_REMOTE_REQUIRED = ("name", "ae_title", "host", "port")
+_PATH_KEYS = {("storage", "path"), ("storage", "database"), ("export", "path")}
+
+
+def _section(name: str, raw: Any, base: Path) -> Any:
+    cls, checks = _SECTIONS[name]
+    if not isinstance(raw, dict):
+        raise _fail(f"[{name}]", "a table", raw)
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in checks:
+            raise ConfigError(f"[{name}].{key}: unknown key (known: {', '.join(checks)})")
+        values[key] = checks[key](f"[{name}].{key}", value)
+        if (name, key) in _PATH_KEYS:
+            values[key] = (base / values[key]).resolve()
+    obj = cls(**values)
+    for name_, key in _PATH_KEYS:
+        if name_ == name and key not in values:
+            object.__setattr__(obj, key, (base / getattr(obj, key)).resolve())
+    return obj
+
+
+def _remotes(raw: Any, own_ae: str) -> tuple[Remote, ...]:
+    if not isinstance(raw, list):
+        raise _fail("[[remotes]]", "an array of tables", raw)
+    remotes: list[Remote] = []
+    for i, item in enumerate(raw):
+        where = f"[[remotes]][{i}]"
+        if not isinstance(item, dict):
+            raise _fail(where, "a table", item)
+        values: dict[str, Any] = {}
+        for key, value in item.items():
+            if key not in _REMOTE_KEYS:
+                raise ConfigError(f"{where}.{key}: unknown key (known: {', '.join(_REMOTE_KEYS)})")
+            values[key] = _REMOTE_KEYS[key](f"{where}.{key}", value)
+        for key in _REMOTE_REQUIRED:
+            if key not in values:
+                raise ConfigError(
+                    f"{where}.{key}: missing (every remote needs {', '.join(_REMOTE_REQUIRED)})"
+                )
+        remote = Remote(**values)
+        if any(r.ae_title == remote.ae_title for r in remotes):
+            raise ConfigError(f"{where}.ae_title: duplicate AE title {remote.ae_title!r}")
+        if remote.ae_title == own_ae:
+            raise ConfigError(f"{where}.ae_title: {remote.ae_title!r} is this node's own AE title")
+        if any(r.name == remote.name for r in remotes):
+            raise ConfigError(f"{where}.name: duplicate remote name {remote.name!r}")
+        remotes.append(remote)
+    return tuple(remotes)
+
+
+def parse(data: dict[str, Any], base: Path, source: Path | None = None) -> Settings:
+    """Build settings from a parsed TOML document; relative paths are taken from *base*."""
+    for key in data:
+        if key not in _SECTIONS and key != "remotes":
+            raise ConfigError(f"[{key}]: unknown section (known: {', '.join(_SECTIONS)}, remotes)")
+    sections = {name: _section(name, data.get(name, {}), base) for name in _SECTIONS}
+    remotes = _remotes(data.get("remotes", []), sections["dicom"].ae_title)
+    return Settings(**sections, remotes=remotes, source=source)
+
+
+def load(path: str | os.PathLike[str] | None = None) -> Settings:
+    """Load the config named by *path*, else by $DICOM_NODE_CONFIG, else the embedded default."""
+    chosen = Path(path or os.environ.get(ENV_CONFIG) or DEFAULT_CONFIG)
+    try:
+        with chosen.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{chosen}: config file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{chosen}: not valid TOML ({exc})") from None
+    return parse(data, chosen.resolve().parent, source=chosen.resolve())

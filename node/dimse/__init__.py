@@ -1,0 +1,1 @@
+"""The DIMSE side: pynetdicom AE, presentation contexts, ACL and handlers."""

@@ -1,0 +1,66 @@
+"""Build the node's pynetdicom AE and the handlers bound to it."""
+
+from __future__ import annotations
+
+import socket
+
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, _config, evt
+from pynetdicom.presentation import AllStoragePresentationContexts
+from pynetdicom.sop_class import Verification
+
+from ..context import NodeContext
+from . import associations, storage
+
+# Received data sets are spooled to a file by pynetdicom (bounded memory for
+# any instance size) and that file is what the ingest path moves into place.
+_config.STORE_RECV_CHUNKED_DATASET = True
+# Instances sent by C-GET / C-MOVE / forwarding go out as the stored bytes.
+_config.STORE_SEND_CHUNKED_DATASET = True
+_config.LOG_REQUEST_IDENTIFIERS = False
+_config.LOG_RESPONSE_IDENTIFIERS = False
+
+
+def set_nodelay(sock: socket.socket) -> None:
+    """Turn Nagle's algorithm off: small PDUs would otherwise wait ~40 ms for an ACK."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:
+        pass
+
+
+def build_ae(ctx: NodeContext) -> AE:
+    """The AE that listens on ``[dicom].port``: echo, storage (and Q/R when present)."""
+    s = ctx.settings.dicom
+    ae = AE(ae_title=s.ae_title)
+    ae.maximum_pdu_size = s.max_pdu
+    ae.acse_timeout = s.acse_timeout
+    ae.dimse_timeout = s.dimse_timeout
+    ae.network_timeout = s.network_timeout
+    ae.maximum_associations = 64
+    if s.allowed_calling_aets:
+        ae.require_calling_aet = list(s.allowed_calling_aets)
+    ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
+    for cx in AllStoragePresentationContexts:
+        ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+    return ae
+
+
+def _echo(event) -> int:
+    associations.stats(event.assoc).count("echo")
+    return 0x0000
+
+
+def handlers(ctx: NodeContext) -> list:
+    """Event handlers bound when the AE starts listening."""
+    return [
+        *associations.handlers(),
+        (evt.EVT_C_ECHO, _echo),
+        (evt.EVT_C_STORE, storage.handle_store, [ctx]),
+    ]
+
+
+def start(ctx: NodeContext):
+    """Start listening (non-blocking); returns the pynetdicom server."""
+    ae = build_ae(ctx)
+    s = ctx.settings.dicom
+    return ae.start_server((s.host, s.port), block=False, evt_handlers=handlers(ctx))

@@ -1,0 +1,1 @@
+"""The index: peewee models, database setup, migrations and the query engine."""

@@ -1,0 +1,44 @@
+"""Database setup: one peewee database object for the process, bound at start.
+
+SQLite runs in WAL mode (many readers, one writer) with a busy timeout;
+peewee keeps one connection per thread, which suits pynetdicom's thread per
+association.  Write transactions are taken IMMEDIATE so that two writers
+queue on the busy timeout instead of failing on a read-to-write upgrade.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import peewee
+
+database = peewee.DatabaseProxy()
+
+BUSY_TIMEOUT_MS = 30_000
+
+
+def open_database(path: Path, *, durable: bool = True) -> peewee.SqliteDatabase:
+    """Open (creating its folder) the SQLite index at *path* and bind the models to it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = peewee.SqliteDatabase(
+        str(path),
+        pragmas={
+            "journal_mode": "wal",
+            "busy_timeout": BUSY_TIMEOUT_MS,
+            # FULL: a commit is on disk before we acknowledge the instance.
+            "synchronous": "full" if durable else "normal",
+            "foreign_keys": 1,
+            "cache_size": -16_000,
+        },
+        timeout=BUSY_TIMEOUT_MS / 1000,
+    )
+    database.initialize(db)
+    return db
+
+
+def write_transaction() -> peewee._transaction:  # type: ignore[name-defined]
+    """A short write transaction that takes the write lock up front."""
+    db = database.obj
+    if isinstance(db, peewee.SqliteDatabase):
+        return db.atomic("IMMEDIATE")
+    return db.atomic()

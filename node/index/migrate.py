@@ -1,0 +1,40 @@
+"""Apply the numbered migrations of the ``migrations`` package, once each."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import pkgutil
+
+import peewee
+
+import migrations
+
+from .models import SchemaMigration
+
+log = logging.getLogger(__name__)
+
+
+def available() -> list[str]:
+    """Migration module names, in the order they apply."""
+    return sorted(m.name for m in pkgutil.iter_modules(migrations.__path__) if m.name[:4].isdigit())
+
+
+def pending(db: peewee.Database) -> list[str]:
+    """Migrations not yet recorded in *db*."""
+    db.create_tables([SchemaMigration], safe=True)
+    done = {row.name for row in SchemaMigration.select(SchemaMigration.name)}
+    return [name for name in available() if name not in done]
+
+
+def migrate(db: peewee.Database) -> list[str]:
+    """Apply every pending migration, each in its own transaction; return their names."""
+    applied = []
+    for name in pending(db):
+        module = importlib.import_module(f"migrations.{name}")
+        with db.atomic():
+            module.apply(db)
+            SchemaMigration.create(name=name)
+        log.info("applied migration %s", name)
+        applied.append(name)
+    return applied

@@ -1,0 +1,329 @@
+"""The one ingest path: every door (C-STORE, STOW-RS, import, retrieval) ends here.
+
+``ingest_file`` takes a Part-10 file, reads its header (never the pixel
+data), checks it, makes the file durable in the store, indexes it and
+returns an :class:`Outcome` from which a DICOM status and a DICOMweb
+FailureReason can both be derived.  Success is returned only after the
+file is fsynced in place and the index row committed.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+from .index.db import write_transaction
+from .index.models import Instance, Patient, Series, Study, utcnow
+from .store import InstanceStore, UnsafePath
+from .uids import valid_uid
+
+log = logging.getLogger(__name__)
+
+# DICOM failure statuses (PS3.4 Annex B) used by the ingest path; the same
+# numbers are DICOMweb FailureReason values (PS3.18 Table 10.5.3-1).
+PROCESSING_FAILURE = 0x0110
+OUT_OF_RESOURCES = 0xA700
+DATASET_DOES_NOT_MATCH = 0xA900
+CANNOT_UNDERSTAND = 0xC000
+
+
+class Status(enum.Enum):
+    STORED = "stored"
+    REPLACED = "replaced"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Source:
+    """Which door an instance came in by."""
+
+    door: str  # "dimse", "stow", "import" or "retrieve"
+    calling_aet: str = ""
+    remote: str = ""  # for "retrieve": the remote's name (not forwarded back to it)
+
+    @property
+    def label(self) -> str:
+        return f"{self.door}:{self.remote}" if self.remote else self.door
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one instance."""
+
+    status: Status
+    sop_class_uid: str = ""
+    sop_instance_uid: str = ""
+    study_uid: str = ""
+    series_uid: str = ""
+    reason: str = ""
+    failure_code: int = 0  # DICOM status / DICOMweb FailureReason; 0 on success
+    instance_id: int | None = None
+    size: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.status is not Status.FAILED
+
+
+class Rejected(Exception):
+    """The data set cannot be stored; carries the failure code and a message."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# Called inside the indexing transaction for every stored instance, so that
+# what they write (e.g. a forwarding outbox row) commits with the instance.
+IndexHook = Callable[[Instance, Source], None]
+index_hooks: list[IndexHook] = []
+
+# Defer values this large: we only read the header (never pixel data).
+_DEFER = 16 * 1024
+
+
+def read_header(path: Path) -> Dataset:
+    """Parse a Part-10 file up to its pixel data; raise Rejected if it is not DICOM."""
+    try:
+        ds = dcmread(path, stop_before_pixels=True, defer_size=_DEFER)
+    except InvalidDicomError as exc:
+        raise Rejected(CANNOT_UNDERSTAND, f"not a DICOM Part-10 file: {exc}") from None
+    except Exception as exc:  # pydicom raises many types on garbage input
+        raise Rejected(CANNOT_UNDERSTAND, f"data set cannot be parsed: {exc}") from None
+    return ds
+
+
+def _text(ds: Dataset, keyword: str) -> str:
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return ""
+    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+        return "\\".join(str(v) for v in value)
+    return str(value).strip()
+
+
+def _int(ds: Dataset, keyword: str) -> int | None:
+    value = ds.get(keyword)
+    try:
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def name_key(name: str) -> str:
+    """The form of a person name that matching compares (case-folded)."""
+    return name.casefold()
+
+
+@dataclass(frozen=True)
+class Header:
+    """What the index keeps of one instance, read from its header."""
+
+    sop_class_uid: str
+    sop_uid: str
+    series_uid: str
+    study_uid: str
+    transfer_syntax: str
+    charset: str
+    patient: dict[str, str]
+    study: dict[str, str]
+    series: dict[str, object]
+    instance: dict[str, object]
+
+
+def extract(ds: Dataset) -> Header:
+    """Pick out the indexed attributes; raise Rejected for missing or bad UIDs."""
+    try:
+        uids = {
+            "SOPInstanceUID": _text(ds, "SOPInstanceUID"),
+            "SeriesInstanceUID": _text(ds, "SeriesInstanceUID"),
+            "StudyInstanceUID": _text(ds, "StudyInstanceUID"),
+        }
+        sop_class = _text(ds, "SOPClassUID")
+        meta = getattr(ds, "file_meta", None)
+        transfer_syntax = str(getattr(meta, "TransferSyntaxUID", "") or "")
+        charset = _text(ds, "SpecificCharacterSet")
+        patient_name = _text(ds, "PatientName")
+        referring = _text(ds, "ReferringPhysicianName")
+        header = Header(
+            sop_class_uid=sop_class,
+            sop_uid=uids["SOPInstanceUID"],
+            series_uid=uids["SeriesInstanceUID"],
+            study_uid=uids["StudyInstanceUID"],
+            transfer_syntax=transfer_syntax,
+            charset=charset,
+            patient={
+                "patient_id": _text(ds, "PatientID"),
+                "patient_name": patient_name,
+                "patient_name_key": name_key(patient_name),
+                "birth_date": _text(ds, "PatientBirthDate"),
+                "sex": _text(ds, "PatientSex"),
+                "issuer_of_patient_id": _text(ds, "IssuerOfPatientID"),
+                "charset": charset,
+            },
+            study={
+                "study_date": _text(ds, "StudyDate"),
+                "study_time": _text(ds, "StudyTime"),
+                "accession_number": _text(ds, "AccessionNumber"),
+                "study_id": _text(ds, "StudyID"),
+                "study_description": _text(ds, "StudyDescription"),
+                "referring_physician": referring,
+                "referring_physician_key": name_key(referring),
+                "institution_name": _text(ds, "InstitutionName"),
+                "charset": charset,
+            },
+            series={
+                "modality": _text(ds, "Modality"),
+                "series_number": _int(ds, "SeriesNumber"),
+                "series_description": _text(ds, "SeriesDescription"),
+                "series_date": _text(ds, "SeriesDate"),
+                "series_time": _text(ds, "SeriesTime"),
+                "body_part_examined": _text(ds, "BodyPartExamined"),
+                "protocol_name": _text(ds, "ProtocolName"),
+            },
+            instance={
+                "sop_class_uid": sop_class,
+                "instance_number": _int(ds, "InstanceNumber"),
+                "transfer_syntax": transfer_syntax,
+                "rows": _int(ds, "Rows"),
+                "columns": _int(ds, "Columns"),
+                "number_of_frames": _int(ds, "NumberOfFrames"),
+                "content_date": _text(ds, "ContentDate"),
+                "content_time": _text(ds, "ContentTime"),
+                "charset": charset,
+            },
+        )
+    except Rejected:
+        raise
+    except Exception as exc:
+        raise Rejected(CANNOT_UNDERSTAND, f"data set cannot be parsed: {exc}") from None
+    for keyword, uid in uids.items():
+        if not uid:
+            raise Rejected(DATASET_DOES_NOT_MATCH, f"missing {keyword}")
+        if not valid_uid(uid):
+            raise Rejected(DATASET_DOES_NOT_MATCH, f"{keyword} is not a valid UID: {uid[:80]!r}")
+    if not sop_class:
+        raise Rejected(DATASET_DOES_NOT_MATCH, "missing SOPClassUID")
+    if not transfer_syntax:
+        raise Rejected(CANNOT_UNDERSTAND, "missing TransferSyntaxUID in the file meta")
+    return header
+
+
+def ingest_file(store: InstanceStore, path: Path, source: Source, *, take: bool) -> Outcome:
+    """Store and index the Part-10 file at *path*.
+
+    With *take*, the file is the caller's temporary copy and is moved into
+    the store (or deleted on failure); otherwise it is copied and left alone.
+    """
+    try:
+        header = extract(read_header(path))
+        relative = store.relative_path(header.study_uid, header.series_uid, header.sop_uid)
+    except (Rejected, UnsafePath) as exc:
+        if take:
+            path.unlink(missing_ok=True)
+        code = exc.code if isinstance(exc, Rejected) else DATASET_DOES_NOT_MATCH
+        log.debug("rejected %s: %s", path, exc)
+        return Outcome(Status.FAILED, reason=str(exc), failure_code=code)
+    try:
+        size = store.commit(path, relative, take=take)
+        instance, replaced_path, replaced = _index(header, relative, size, source)
+    except Exception as exc:
+        log.exception("storing %s failed", header.sop_uid)
+        return Outcome(
+            Status.FAILED,
+            sop_class_uid=header.sop_class_uid,
+            sop_instance_uid=header.sop_uid,
+            study_uid=header.study_uid,
+            series_uid=header.series_uid,
+            reason=f"could not store the instance: {exc}",
+            failure_code=OUT_OF_RESOURCES if isinstance(exc, OSError) else PROCESSING_FAILURE,
+        )
+    if replaced_path and replaced_path != relative:
+        store.remove(replaced_path)
+    return Outcome(
+        Status.REPLACED if replaced else Status.STORED,
+        sop_class_uid=header.sop_class_uid,
+        sop_instance_uid=header.sop_uid,
+        study_uid=header.study_uid,
+        series_uid=header.series_uid,
+        instance_id=instance.id,
+        size=size,
+    )
+
+
+def _index(header: Header, relative: str, size: int, source: Source) -> tuple[Instance, str | None, bool]:
+    """Upsert the four levels in one transaction; returns (row, old path, replaced)."""
+    now = utcnow()
+    with write_transaction():
+        patient = Patient.get_or_none(Patient.patient_id == header.patient["patient_id"])
+        if patient is None:
+            patient = Patient.create(**header.patient, created_at=now, updated_at=now)
+        else:
+            _update(patient, header.patient, now)
+
+        study = Study.get_or_none(Study.study_uid == header.study_uid)
+        if study is None:
+            study = Study.create(
+                study_uid=header.study_uid,
+                patient=patient,
+                **header.study,
+                created_at=now,
+                updated_at=now,
+            )
+        else:
+            study.patient = patient
+            _update(study, header.study, now, force=True)
+
+        series = Series.get_or_none(Series.series_uid == header.series_uid)
+        if series is None:
+            series = Series.create(
+                series_uid=header.series_uid,
+                study=study,
+                **header.series,
+                created_at=now,
+                updated_at=now,
+            )
+        else:
+            series.study = study
+            _update(series, header.series, now, force=True)
+
+        fields = dict(
+            header.instance,
+            series=series,
+            path=relative,
+            size=size,
+            received_at=now,
+            calling_aet=source.calling_aet,
+            source=source.label,
+        )
+        instance = Instance.get_or_none(Instance.sop_uid == header.sop_uid)
+        old_path = None
+        if instance is None:
+            instance = Instance.create(sop_uid=header.sop_uid, **fields)
+        else:
+            old_path = instance.path
+            for key, value in fields.items():
+                setattr(instance, key, value)
+            instance.save()
+        for hook in index_hooks:
+            hook(instance, source)
+    return instance, old_path, old_path is not None
+
+
+def _update(row, values: dict, now, *, force: bool = False) -> None:
+    """Refresh a parent row with the newest instance's non-empty values."""
+    changed = force
+    for key, value in values.items():
+        if value not in ("", None) and getattr(row, key) != value:
+            setattr(row, key, value)
+            changed = True
+    if changed:
+        row.updated_at = now
+        row.save()

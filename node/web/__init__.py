@@ -1,0 +1,1 @@
+"""The HTTP facade: Starlette app with DICOMweb, ZIP export and the gateway."""
