@@ -15,7 +15,7 @@ from pynetdicom import AE, _config
 from pynetdicom.sop_class import CTImageStorage
 
 from bench.corpus import make_dataset, write, write_corpus
-from tests.conftest import NODE_AE, dataset_bytes, dcmtk
+from tests.harness import NODE_AE, dataset_bytes, dcmtk
 
 
 def storescu(node, *paths: Path, aet: str = "STORESCU", check: bool = True):

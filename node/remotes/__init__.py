@@ -1,0 +1,1 @@
+"""Talking to other DICOM nodes: sending (C-STORE), retrieving, forwarding."""
