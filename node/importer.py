@@ -68,7 +68,7 @@ def run_import(ctx: NodeContext, paths: list[str], *, progress: bool = True) -> 
         f"{counts[Status.FAILED.value]} failed (of {len(files)} files)"
     )
     for path, outcome in failures[:SHOWN_FAILURES]:
-        console.print(f"  failed {path}: {outcome.reason}", markup=False, highlight=False)
+        console.print(f"  failed {path}: {outcome.reason}", markup=False, highlight=False, soft_wrap=True)
     if len(failures) > SHOWN_FAILURES:
         console.print(f"  ... and {len(failures) - SHOWN_FAILURES} more failures")
     return 1 if failures else 0

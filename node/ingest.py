@@ -93,8 +93,10 @@ def read_header(path: Path) -> Dataset:
     """Parse a Part-10 file up to its pixel data; raise Rejected if it is not DICOM."""
     try:
         ds = dcmread(path, stop_before_pixels=True, defer_size=_DEFER)
-    except InvalidDicomError as exc:
-        raise Rejected(CANNOT_UNDERSTAND, f"not a DICOM Part-10 file: {exc}") from None
+    except InvalidDicomError:
+        raise Rejected(
+            CANNOT_UNDERSTAND, "not a DICOM Part-10 file (no 'DICM' prefix or file meta)"
+        ) from None
     except Exception as exc:  # pydicom raises many types on garbage input
         raise Rejected(CANNOT_UNDERSTAND, f"data set cannot be parsed: {exc}") from None
     return ds
