@@ -65,6 +65,11 @@ def repair_report(ctx: NodeContext, report: Report) -> list[str]:
         outcome = ingest_file(ctx.store, ctx.store.absolute(relative), source, take=False)
         if not outcome.ok:
             problems.append(f"{relative}: {outcome.reason}")
+            continue
+        canonical = ctx.store.relative_path(outcome.study_uid, outcome.series_uid, outcome.sop_instance_uid)
+        if canonical != relative:
+            # Re-indexed under the path its UIDs give; the misplaced copy goes.
+            ctx.store.remove(relative)
     ctx.store.discard_temp(max_age_s=3600)
     return problems
 
