@@ -9,7 +9,7 @@ from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification
 
 from ..context import NodeContext
-from . import associations, storage
+from . import associations, qr, storage
 
 # Received data sets are spooled to a file by pynetdicom (bounded memory for
 # any instance size) and that file is what the ingest path moves into place.
@@ -42,6 +42,7 @@ def build_ae(ctx: NodeContext) -> AE:
     ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
     for cx in AllStoragePresentationContexts:
         ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+    qr.add_contexts(ae)
     return ae
 
 
@@ -56,6 +57,7 @@ def handlers(ctx: NodeContext) -> list:
         *associations.handlers(),
         (evt.EVT_C_ECHO, _echo),
         (evt.EVT_C_STORE, storage.handle_store, [ctx]),
+        *qr.handlers(ctx),
     ]
 
 
