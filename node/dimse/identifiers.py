@@ -27,7 +27,7 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelMove,
 )
 
-from ..index.query import Query, QueryError
+from ..index.query import LEVELS, Query, QueryError, level_of
 
 # Information model (the engine's root) of each Q/R SOP class.
 ROOTS = {
@@ -78,11 +78,13 @@ def _text(elem: DataElement) -> str:
     return str(value)
 
 
-def to_query(identifier: Dataset, root: str) -> tuple[Query, list[DataElement]]:
+def to_query(identifier: Dataset, root: str, *, infer_level: bool = False) -> tuple[Query, list[DataElement]]:
     """The Query an identifier asks, and the elements each response must carry.
 
     Raises QueryError naming the problem (missing level, unknown key with a
-    value, a value pydicom cannot decode, ...).
+    value, a value pydicom cannot decode, ...).  With *infer_level* (retrieves),
+    a missing QueryRetrieveLevel is taken from the deepest key given a value,
+    as Conquest and Orthanc do for ``movescu -k AccessionNumber=...``.
     """
     try:
         elements = list(identifier)  # decodes every element with the data set's charset
@@ -104,9 +106,19 @@ def to_query(identifier: Dataset, root: str) -> tuple[Query, list[DataElement]]:
         if not keyword or elem.VR == "SQ":
             continue  # private or sequence keys: returned empty, never matched
         filters[keyword] = _text(elem)
+    if not level and infer_level:
+        level = _deepest_level(filters, root)
     if not level:
         raise QueryError("QueryRetrieveLevel (0008,0052) is missing or empty")
     return Query(level=level, filters=filters, root=root), wanted
+
+
+def _deepest_level(filters: dict[str, str], root: str) -> str:
+    levels = [level_of(k) for k, v in filters.items() if v.strip() not in ("", "*")]
+    found = [lv for lv in LEVELS if lv in levels]
+    if found:
+        return found[-1]
+    return "PATIENT" if root != "STUDY" else "STUDY"
 
 
 def _codec(charset: object) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE, DEFAULT_TRANSFER_SYNTAXES, evt
 from pynetdicom.presentation import AllStoragePresentationContexts
 
@@ -18,10 +19,20 @@ def add_contexts(ae: AE) -> None:
     retrieve.install()
     for model in (*FIND_MODELS, *MOVE_MODELS, *GET_MODELS):
         ae.add_supported_context(model, DEFAULT_TRANSFER_SYNTAXES)
-    # A C-GET requester proposes the storage classes it wants back with the
-    # SCP role (role selection); accept that, adding no transfer syntax.
-    for cx in AllStoragePresentationContexts:
-        ae.add_supported_context(cx.abstract_syntax, [], scu_role=True, scp_role=True)
+    storage = {cx.abstract_syntax for cx in AllStoragePresentationContexts}
+    for cx in ae.supported_contexts:
+        if cx.abstract_syntax not in storage:
+            continue
+        # A C-GET requester proposes the storage classes it wants back with the
+        # SCP role (role selection): accept that.
+        cx.scu_role = cx.scp_role = True
+        # pynetdicom accepts the first of *our* syntaxes the peer proposed, and
+        # implicit VR comes first in its list: getscu's single context
+        # [explicit, big endian, implicit] would then get our explicit-VR files
+        # re-encoded.  Explicit VR little endian first keeps the stored bytes.
+        if ExplicitVRLittleEndian in cx.transfer_syntax:
+            rest = [ts for ts in cx.transfer_syntax if ts != ExplicitVRLittleEndian]
+            cx.transfer_syntax = [ExplicitVRLittleEndian, *rest]
 
 
 def handlers(ctx: NodeContext) -> list:

@@ -209,7 +209,7 @@ def requested_instances(event, store) -> list[Outgoing]:
         identifier = event.identifier
     except Exception as exc:  # pydicom raises many types on a broken identifier
         raise QueryError(f"the identifier cannot be decoded: {exc}") from None
-    query, _ = to_query(identifier, root_of(event.request.AffectedSOPClassUID))
+    query, _ = to_query(identifier, root_of(event.request.AffectedSOPClassUID), infer_level=True)
     return [outgoing(store, ref) for ref in matching_instances(query)]
 
 
