@@ -19,8 +19,8 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
-from .index.db import write_transaction
-from .index.models import Instance, Patient, Series, Study, utcnow
+from .index.db import database, write_transaction
+from .index.models import Instance, utcnow
 from .store import InstanceStore, UnsafePath
 from .uids import valid_uid
 
@@ -260,72 +260,121 @@ def ingest_file(store: InstanceStore, path: Path, source: Source, *, take: bool)
     )
 
 
+def _q(name: str) -> str:
+    return f'"{name}"'
+
+
+def _upsert_sql(table: str, key: str, columns: list[str], *, parent: str | None = None) -> str:
+    """INSERT ... ON CONFLICT (key) DO UPDATE ... RETURNING id, for one level.
+
+    Portable to SQLite >= 3.35 and PostgreSQL.  Empty incoming values never
+    overwrite stored ones (an instance without StudyDescription leaves the
+    study's alone); ``updated_at`` always moves, which is what invalidates
+    caches built from the study.
+    """
+    cols = [key, *([parent] if parent else []), *columns, "created_at", "updated_at"]
+    sets = [
+        f"{_q(c)} = COALESCE(excluded.{_q(c)}, {_q(table)}.{_q(c)})"
+        if c == "series_number"
+        else f"{_q(c)} = CASE WHEN excluded.{_q(c)} = '' THEN {_q(table)}.{_q(c)} ELSE excluded.{_q(c)} END"
+        for c in columns
+    ]
+    if parent:
+        sets.append(f"{_q(parent)} = excluded.{_q(parent)}")
+    sets.append('"updated_at" = excluded."updated_at"')
+    return (
+        f"INSERT INTO {_q(table)} ({', '.join(map(_q, cols))}) VALUES ({', '.join('?' * len(cols))}) "
+        f'ON CONFLICT ({_q(key)}) DO UPDATE SET {", ".join(sets)} RETURNING "id"'
+    )
+
+
+_PATIENT_COLS = ["patient_name", "patient_name_key", "birth_date", "sex", "issuer_of_patient_id", "charset"]
+_STUDY_COLS = [
+    "study_date",
+    "study_time",
+    "accession_number",
+    "study_id",
+    "study_description",
+    "referring_physician",
+    "referring_physician_key",
+    "institution_name",
+    "charset",
+]
+_SERIES_COLS = [
+    "modality",
+    "series_number",
+    "series_description",
+    "series_date",
+    "series_time",
+    "body_part_examined",
+    "protocol_name",
+]
+_INSTANCE_COLS = [
+    "sop_class_uid",
+    "instance_number",
+    "transfer_syntax",
+    "rows",
+    "columns",
+    "number_of_frames",
+    "content_date",
+    "content_time",
+    "charset",
+    "path",
+    "size",
+    "received_at",
+    "calling_aet",
+    "source",
+]
+_SQL_PATIENT = _upsert_sql("patient", "patient_id", _PATIENT_COLS)
+_SQL_STUDY = _upsert_sql("study", "study_uid", _STUDY_COLS, parent="patient_id")
+_SQL_SERIES = _upsert_sql("series", "series_uid", _SERIES_COLS, parent="study_id")
+_SQL_OLD_INSTANCE = 'SELECT "id", "path" FROM "instance" WHERE "sop_uid" = ?'
+_SQL_INSERT_INSTANCE = (
+    f'INSERT INTO "instance" ("sop_uid", "series_id", {", ".join(map(_q, _INSTANCE_COLS))}) '
+    f"VALUES ({', '.join('?' * (len(_INSTANCE_COLS) + 2))})"
+)
+_SQL_UPDATE_INSTANCE = (
+    f'UPDATE "instance" SET "series_id" = ?, {", ".join(f"{_q(c)} = ?" for c in _INSTANCE_COLS)} '
+    'WHERE "id" = ?'
+)
+
+
 def _index(header: Header, relative: str, size: int, source: Source) -> tuple[Instance, str | None, bool]:
-    """Upsert the four levels in one transaction; returns (row, old path, replaced)."""
+    """Upsert the four levels in one transaction; returns (row, old path, replaced).
+
+    Hand-written statements: this runs once per received instance, and
+    building the equivalent peewee queries cost several times the SQL itself.
+    """
     now = utcnow()
+    db = database.obj
+    h = header
+    inst = dict(
+        h.instance,
+        path=relative,
+        size=size,
+        received_at=now,
+        calling_aet=source.calling_aet,
+        source=source.label,
+    )
     with write_transaction():
-        patient = Patient.get_or_none(Patient.patient_id == header.patient["patient_id"])
-        if patient is None:
-            patient = Patient.create(**header.patient, created_at=now, updated_at=now)
+        (patient_id,) = db.execute_sql(
+            _SQL_PATIENT, [h.patient["patient_id"], *(h.patient[c] for c in _PATIENT_COLS), now, now]
+        ).fetchone()
+        (study_id,) = db.execute_sql(
+            _SQL_STUDY, [h.study_uid, patient_id, *(h.study[c] for c in _STUDY_COLS), now, now]
+        ).fetchone()
+        (series_id,) = db.execute_sql(
+            _SQL_SERIES, [h.series_uid, study_id, *(h.series[c] for c in _SERIES_COLS), now, now]
+        ).fetchone()
+        old = db.execute_sql(_SQL_OLD_INSTANCE, [h.sop_uid]).fetchone()
+        values = [inst[c] for c in _INSTANCE_COLS]
+        if old is None:
+            cursor = db.execute_sql(_SQL_INSERT_INSTANCE, [h.sop_uid, series_id, *values])
+            instance_id, old_path = cursor.lastrowid, None
         else:
-            _update(patient, header.patient, now)
-
-        study = Study.get_or_none(Study.study_uid == header.study_uid)
-        if study is None:
-            study = Study.create(
-                study_uid=header.study_uid,
-                patient=patient,
-                **header.study,
-                created_at=now,
-                updated_at=now,
-            )
-        else:
-            study.patient = patient
-            _update(study, header.study, now, force=True)
-
-        series = Series.get_or_none(Series.series_uid == header.series_uid)
-        if series is None:
-            series = Series.create(
-                series_uid=header.series_uid,
-                study=study,
-                **header.series,
-                created_at=now,
-                updated_at=now,
-            )
-        else:
-            series.study = study
-            _update(series, header.series, now, force=True)
-
-        fields = dict(
-            header.instance,
-            series=series,
-            path=relative,
-            size=size,
-            received_at=now,
-            calling_aet=source.calling_aet,
-            source=source.label,
-        )
-        instance = Instance.get_or_none(Instance.sop_uid == header.sop_uid)
-        old_path = None
-        if instance is None:
-            instance = Instance.create(sop_uid=header.sop_uid, **fields)
-        else:
-            old_path = instance.path
-            for key, value in fields.items():
-                setattr(instance, key, value)
-            instance.save()
+            instance_id, old_path = old
+            db.execute_sql(_SQL_UPDATE_INSTANCE, [series_id, *values, instance_id])
+        instance = Instance(id=instance_id, sop_uid=h.sop_uid, series=series_id, **inst)
         for hook in index_hooks:
             hook(instance, source)
-    return instance, old_path, old_path is not None
-
-
-def _update(row, values: dict, now, *, force: bool = False) -> None:
-    """Refresh a parent row with the newest instance's non-empty values."""
-    changed = force
-    for key, value in values.items():
-        if value not in ("", None) and getattr(row, key) != value:
-            setattr(row, key, value)
-            changed = True
-    if changed:
-        row.updated_at = now
-        row.save()
+    return instance, old_path, old is not None

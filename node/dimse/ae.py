@@ -9,15 +9,18 @@ from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification
 
 from ..context import NodeContext
-from . import associations, storage
+from . import associations, storage, tuning
 
 # Received data sets are spooled to a file by pynetdicom (bounded memory for
 # any instance size) and that file is what the ingest path moves into place.
 _config.STORE_RECV_CHUNKED_DATASET = True
 # Instances sent by C-GET / C-MOVE / forwarding go out as the stored bytes.
 _config.STORE_SEND_CHUNKED_DATASET = True
+# pynetdicom's own per-PDU narration costs CPU on every message; our association line suffices.
+_config.LOG_HANDLER_LEVEL = "none"
 _config.LOG_REQUEST_IDENTIFIERS = False
 _config.LOG_RESPONSE_IDENTIFIERS = False
+tuning.apply()
 
 
 def set_nodelay(sock: socket.socket) -> None:
