@@ -8,8 +8,9 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, _config, evt
 from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification
 
+from .. import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from ..context import NodeContext
-from . import associations, storage, tuning
+from . import associations, fast_store, storage, tuning
 
 # Received data sets are spooled to a file by pynetdicom (bounded memory for
 # any instance size) and that file is what the ingest path moves into place.
@@ -21,6 +22,7 @@ _config.LOG_HANDLER_LEVEL = "none"
 _config.LOG_REQUEST_IDENTIFIERS = False
 _config.LOG_RESPONSE_IDENTIFIERS = False
 tuning.apply()
+fast_store.install()
 
 
 def set_nodelay(sock: socket.socket) -> None:
@@ -35,6 +37,8 @@ def build_ae(ctx: NodeContext) -> AE:
     """The AE that listens on ``[dicom].port``: echo, storage (and Q/R when present)."""
     s = ctx.settings.dicom
     ae = AE(ae_title=s.ae_title)
+    ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
+    ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
     ae.maximum_pdu_size = s.max_pdu
     ae.acse_timeout = s.acse_timeout
     ae.dimse_timeout = s.dimse_timeout
@@ -59,6 +63,8 @@ def handlers(ctx: NodeContext) -> list:
         *associations.handlers(),
         (evt.EVT_C_ECHO, _echo),
         (evt.EVT_C_STORE, storage.handle_store, [ctx]),
+        (evt.EVT_CONN_OPEN, storage.handle_conn_open, [ctx]),
+        (evt.EVT_CONN_CLOSE, storage.handle_conn_close),
     ]
 
 
