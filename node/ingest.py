@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pydicom import dcmread
+from pydicom.charset import python_encoding
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
@@ -102,21 +103,72 @@ def read_header(path: Path) -> Dataset:
     return ds
 
 
-def _text(ds: Dataset, keyword: str) -> str:
-    value = ds.get(keyword)
+class _Reader:
+    """Reads the indexed attributes of one header, cheaply.
+
+    pydicom's element conversion (keyword lookup, value objects, charset
+    handling) was the largest cost of indexing a small instance.  Values are
+    decoded straight from the raw bytes: ASCII for the VRs that are ASCII by
+    definition, the data set's character set when it is a single, non-ISO
+    2022 one (every common case, ISO_IR 192 and ISO_IR 144 included), and
+    pydicom's full conversion otherwise.
+    """
+
+    def __init__(self, ds: Dataset) -> None:
+        self.ds = ds
+        raw = ds.get_item(0x00080005)
+        charset = raw.value if raw is not None else None
+        if isinstance(charset, bytes):
+            charset = charset.decode("ascii", "replace")
+        elif charset is not None and not isinstance(charset, str):  # already a list of terms
+            charset = "\\".join(charset)
+        terms = [t.strip() for t in str(charset or "").split("\\")]
+        self.charset = "\\".join(terms) if any(terms) else ""
+        if len(terms) == 1 and "2022" not in terms[0]:
+            self.codec: str | None = python_encoding.get(terms[0] or "ISO_IR 6", None)
+        else:
+            self.codec = None
+        if self.codec == "iso8859":  # the default repertoire is ASCII; be lenient
+            self.codec = "latin-1"
+
+    def _raw(self, tag: int) -> bytes | str | None:
+        elem = self.ds.get_item(tag)
+        return None if elem is None else elem.value
+
+    def ascii(self, tag: int) -> str:
+        """A value whose VR is ASCII by definition (UI, DA, TM, CS, IS, AS...)."""
+        value = self._raw(tag)
+        if isinstance(value, bytes):
+            return value.decode("ascii", "replace").strip(" \0")
+        return "" if value is None else _joined(self.ds, tag)
+
+    def text(self, tag: int) -> str:
+        """A value in the data set's character set (PN, LO, SH, ...)."""
+        value = self._raw(tag)
+        if value is None:
+            return ""
+        if isinstance(value, bytes) and self.codec:
+            try:
+                return value.decode(self.codec).strip(" \0")
+            except (UnicodeDecodeError, LookupError):
+                pass
+        return _joined(self.ds, tag)
+
+    def number(self, tag: int) -> int | None:
+        try:
+            value = self.ds[tag].value
+            return int(value) if value not in (None, "") else None
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
+def _joined(ds: Dataset, tag: int) -> str:
+    value = ds[tag].value
     if value is None or value == "":
         return ""
     if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
         return "\\".join(str(v) for v in value)
     return str(value).strip()
-
-
-def _int(ds: Dataset, keyword: str) -> int | None:
-    value = ds.get(keyword)
-    try:
-        return int(value) if value not in (None, "") else None
-    except (TypeError, ValueError):
-        return None
 
 
 def name_key(name: str) -> str:
@@ -143,17 +195,18 @@ class Header:
 def extract(ds: Dataset) -> Header:
     """Pick out the indexed attributes; raise Rejected for missing or bad UIDs."""
     try:
+        r = _Reader(ds)
         uids = {
-            "SOPInstanceUID": _text(ds, "SOPInstanceUID"),
-            "SeriesInstanceUID": _text(ds, "SeriesInstanceUID"),
-            "StudyInstanceUID": _text(ds, "StudyInstanceUID"),
+            "SOPInstanceUID": r.ascii(0x00080018),
+            "SeriesInstanceUID": r.ascii(0x0020000E),
+            "StudyInstanceUID": r.ascii(0x0020000D),
         }
-        sop_class = _text(ds, "SOPClassUID")
+        sop_class = r.ascii(0x00080016)
         meta = getattr(ds, "file_meta", None)
         transfer_syntax = str(getattr(meta, "TransferSyntaxUID", "") or "")
-        charset = _text(ds, "SpecificCharacterSet")
-        patient_name = _text(ds, "PatientName")
-        referring = _text(ds, "ReferringPhysicianName")
+        charset = r.charset
+        patient_name = r.text(0x00100010)
+        referring = r.text(0x00080090)
         header = Header(
             sop_class_uid=sop_class,
             sop_uid=uids["SOPInstanceUID"],
@@ -162,43 +215,43 @@ def extract(ds: Dataset) -> Header:
             transfer_syntax=transfer_syntax,
             charset=charset,
             patient={
-                "patient_id": _text(ds, "PatientID"),
+                "patient_id": r.text(0x00100020),
                 "patient_name": patient_name,
                 "patient_name_key": name_key(patient_name),
-                "birth_date": _text(ds, "PatientBirthDate"),
-                "sex": _text(ds, "PatientSex"),
-                "issuer_of_patient_id": _text(ds, "IssuerOfPatientID"),
+                "birth_date": r.ascii(0x00100030),
+                "sex": r.ascii(0x00100040),
+                "issuer_of_patient_id": r.text(0x00100021),
                 "charset": charset,
             },
             study={
-                "study_date": _text(ds, "StudyDate"),
-                "study_time": _text(ds, "StudyTime"),
-                "accession_number": _text(ds, "AccessionNumber"),
-                "study_id": _text(ds, "StudyID"),
-                "study_description": _text(ds, "StudyDescription"),
+                "study_date": r.ascii(0x00080020),
+                "study_time": r.ascii(0x00080030),
+                "accession_number": r.text(0x00080050),
+                "study_id": r.text(0x00200010),
+                "study_description": r.text(0x00081030),
                 "referring_physician": referring,
                 "referring_physician_key": name_key(referring),
-                "institution_name": _text(ds, "InstitutionName"),
+                "institution_name": r.text(0x00080080),
                 "charset": charset,
             },
             series={
-                "modality": _text(ds, "Modality"),
-                "series_number": _int(ds, "SeriesNumber"),
-                "series_description": _text(ds, "SeriesDescription"),
-                "series_date": _text(ds, "SeriesDate"),
-                "series_time": _text(ds, "SeriesTime"),
-                "body_part_examined": _text(ds, "BodyPartExamined"),
-                "protocol_name": _text(ds, "ProtocolName"),
+                "modality": r.ascii(0x00080060),
+                "series_number": r.number(0x00200011),
+                "series_description": r.text(0x0008103E),
+                "series_date": r.ascii(0x00080021),
+                "series_time": r.ascii(0x00080031),
+                "body_part_examined": r.ascii(0x00180015),
+                "protocol_name": r.text(0x00181030),
             },
             instance={
                 "sop_class_uid": sop_class,
-                "instance_number": _int(ds, "InstanceNumber"),
+                "instance_number": r.number(0x00200013),
                 "transfer_syntax": transfer_syntax,
-                "rows": _int(ds, "Rows"),
-                "columns": _int(ds, "Columns"),
-                "number_of_frames": _int(ds, "NumberOfFrames"),
-                "content_date": _text(ds, "ContentDate"),
-                "content_time": _text(ds, "ContentTime"),
+                "rows": r.number(0x00280010),
+                "columns": r.number(0x00280011),
+                "number_of_frames": r.number(0x00280008),
+                "content_date": r.ascii(0x00080023),
+                "content_time": r.ascii(0x00080033),
                 "charset": charset,
             },
         )
