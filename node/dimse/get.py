@@ -37,9 +37,7 @@ def handle_get(event, ctx: NodeContext) -> Iterator[Progress]:
     if (refusal := too_many(items, "C-GET")) is not None:
         yield refusal
         return
-    final = None
     for progress in suboperations(event, event.assoc, items, what="C-GET"):
-        final = progress
+        if not progress.pending:  # logged first: the final response ends the generator
+            log.info("C-GET from %s: %s", event.assoc.requestor.ae_title, summary(progress))
         yield progress
-    if final is not None:
-        log.info("C-GET from %s: %s", event.assoc.requestor.ae_title, summary(final))

@@ -33,12 +33,10 @@ def handle_move(event, ctx: NodeContext) -> Iterator[Progress]:
     stats(event.assoc).count("move")
     calling = event.assoc.requestor.ae_title
     destination = (event.move_destination or "").strip()
-    final = None
     for progress in _move(event, ctx, destination):
-        final = progress
+        if not progress.pending:  # logged first: the final response ends the generator
+            log.info("C-MOVE from %s to %s: %s", calling, destination or "?", summary(progress))
         yield progress
-    if final is not None and not final.pending:
-        log.info("C-MOVE from %s to %s: %s", calling, destination or "?", summary(final))
 
 
 def _move(event, ctx: NodeContext, destination: str) -> Iterator[Progress]:

@@ -107,6 +107,12 @@ def _assoc_wait(assoc: Association) -> None:
     with q.not_empty:
         if not q._qsize():
             q.not_empty.wait(_ASSOC_IDLE_WAIT_S)
+        if q._qsize():
+            # put() wakes one waiter: if it woke this reactor while a sender
+            # thread is blocked in get() on the same queue (send_c_store on an
+            # association we requested), pass the wake-up on, or that sender
+            # sleeps until the DIMSE timeout.
+            q.not_empty.notify()
 
 
 class _Clock:

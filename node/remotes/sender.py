@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,7 +120,31 @@ def open_association(
     sock = assoc.dul.socket.socket if assoc.dul.socket else None
     if sock is not None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    _keep_responses_for_sender(assoc)
     return assoc
+
+
+def _keep_responses_for_sender(assoc: Association) -> None:
+    """Stop the association's own reactor thread from taking DIMSE messages off its queue.
+
+    pynetdicom pauses that reactor around each ``send_c_store`` with a
+    flag the reactor sets before it parks; right after one C-STORE the flag is
+    still set while the reactor wakes up, so the next C-STORE can start before
+    the reactor has parked again, and a quick C-STORE-RSP may then be taken
+    by the reactor instead of the sender (which waits out the DIMSE timeout;
+    seen under load as a C-MOVE hanging for minutes).  On an association we
+    opened only to send, the peer sends us nothing but responses, so the
+    reactor never needs the queue.
+    """
+    dimse = assoc.dimse
+    original = dimse.get_msg
+
+    def get_msg(block: bool = False):
+        if not block and threading.current_thread() is assoc:
+            return None, None
+        return original(block)
+
+    dimse.get_msg = get_msg
 
 
 def _accepted_syntaxes(assoc: Association, sop_class: str) -> set[str]:
