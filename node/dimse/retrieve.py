@@ -11,6 +11,7 @@ C-GET-RSP.  :func:`install` routes the retrieve SOP classes to it.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from io import BytesIO
@@ -38,6 +39,7 @@ MOVE_DESTINATION_UNKNOWN = 0xA801
 IDENTIFIER_DOES_NOT_MATCH = 0xA900
 UNABLE_TO_PROCESS = 0xC000
 MAX_SUBOPERATIONS = 65535  # the counts are US in the responses
+PENDING_INTERVAL_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -101,12 +103,17 @@ def too_many(items: Sequence[Outgoing], what: str) -> Progress | None:
 
 
 def suboperations(event, assoc, items: Sequence[Outgoing], *, what: str) -> Iterator[Progress]:
-    """C-STORE *items* on *assoc*, yielding a pending Progress after each and then the final one.
+    """C-STORE *items* on *assoc*, yielding pending Progress as they go and then the final one.
+
+    Pending responses are optional (PS3.4 C.4.2.1.5): one goes out after the
+    first instance and then at most every PENDING_INTERVAL_S, since encoding
+    and sending one per instance costs a good part of a small instance's time.
 
     A C-CANCEL ends with status Cancel; a lost association counts what was
     not sent as failed.
     """
     tally = _Tally(len(items))
+    last_pending = 0.0
     originator = event.assoc.requestor.ae_title
     message_id = event.request.MessageID
     for item in items:
@@ -125,7 +132,9 @@ def suboperations(event, assoc, items: Sequence[Outgoing], *, what: str) -> Iter
             tally.failed_uids.append(item.sop_uid)
             reason = sent.error or f"status 0x{sent.status:04X}"
             log.warning("%s of %s failed: %s", what, item.sop_uid, reason)
-        if tally.remaining:
+        now = time.monotonic()
+        if tally.remaining and now - last_pending >= PENDING_INTERVAL_S:
+            last_pending = now
             yield tally.progress(PENDING)
     if tally.remaining:  # the association went away under us
         lost = [item.sop_uid for item in items[len(items) - tally.remaining :]]
