@@ -10,6 +10,7 @@ from pydicom.dataset import Dataset
 
 from ..context import NodeContext
 from ..index.query import QueryError, run
+from . import responses
 from .associations import stats
 from .identifiers import build_response, root_of, to_query
 from .storage import error_comment
@@ -53,9 +54,19 @@ def handle_find(event, ctx: NodeContext) -> Iterator[tuple[object, Dataset | Non
         return
     charset = identifier.get("SpecificCharacterSet", "")
     constants = {"RetrieveAETitle": ctx.settings.dicom.ae_title, "InstanceAvailability": "ONLINE"}
+    direct = responses.usable(event.assoc)
     with closing(matches):
         for match in matches:
             if event.is_cancelled:
                 yield CANCELLED, None
                 return
-            yield PENDING, build_response(query.level, wanted, match, charset=charset, constants=constants)
+            identifier = build_response(query.level, wanted, match, charset=charset, constants=constants)
+            if not direct:
+                yield PENDING, identifier
+                continue
+            if not event.assoc.is_established:
+                return
+            try:
+                responses.send_pending(event, identifier)
+            except OSError:  # the peer went away; pynetdicom notices and ends the association
+                return

@@ -145,6 +145,18 @@ def _keep_responses_for_sender(assoc: Association) -> None:
         return original(block)
 
     dimse.get_msg = get_msg
+    assoc._node_send_only = True  # type: ignore[attr-defined]
+
+
+def _skip_reactor_pause(assoc: Association) -> None:
+    """Let ``send_c_store`` start at once on an association set up by _keep_responses_for_sender.
+
+    send_c_store first waits for the reactor to park, which (with the idle
+    wait of node.dimse.tuning) can take up to its 5 ms idle wait per instance;
+    the reactor cannot take our response there, so there is nothing to wait for.
+    """
+    if getattr(assoc, "_node_send_only", False):
+        assoc._is_paused = True
 
 
 def _accepted_syntaxes(assoc: Association, sop_class: str) -> set[str]:
@@ -166,6 +178,7 @@ def store_one(
     accepted = _accepted_syntaxes(assoc, item.sop_class_uid)
     if not accepted:
         return Sent(item, None, f"the peer accepted no context for SOP class {item.sop_class_uid}")
+    _skip_reactor_pause(assoc)
     try:
         if item.transfer_syntax in accepted:
             # Stored bytes as they are: pynetdicom streams the file's data set.
