@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 from ..context import NodeContext
 from ..index.query import QueryError
+from . import responses
 from .associations import stats
 from .retrieve import (
     IDENTIFIER_DOES_NOT_MATCH,
@@ -37,6 +38,10 @@ def handle_get(event, ctx: NodeContext) -> Iterator[Progress]:
     if (refusal := too_many(items, "C-GET")) is not None:
         yield refusal
         return
+    # While nothing else is queued for the requester's socket, the C-STOREs
+    # (and pending responses) of this C-GET are written to it directly; the
+    # service class turns that off when the request ends.
+    event.assoc._node_direct = responses.usable(event.assoc)
     for progress in suboperations(event, event.assoc, items, what="C-GET"):
         if not progress.pending:  # logged first: the final response ends the generator
             log.info("C-GET from %s: %s", event.assoc.requestor.ae_title, summary(progress))

@@ -24,6 +24,7 @@ from pynetdicom.dsutils import encode
 from pynetdicom.service_class import QueryRetrieveServiceClass
 
 from ..index.query import QueryError, matching_instances
+from ..remotes import direct
 from ..remotes.sender import Outgoing, outgoing, store_one
 from .identifiers import GET_MODELS, MOVE_MODELS, root_of, to_query
 from .storage import error_comment
@@ -167,13 +168,32 @@ class RetrieveService(QueryRetrieveServiceClass):
                     return
         except Exception as exc:  # a handler bug must still end the request with a status
             log.exception("retrieve handler failed")
+            self._node_direct_off()
             if self.assoc.is_established:
                 self._respond(rsp, refused(UNABLE_TO_PROCESS, f"retrieve failed: {exc}"), context, cx_id)
             return
+        finally:
+            self._node_direct_off()
         if self.assoc.is_established:  # the handler ended without a final response
             self._respond(rsp, refused(UNABLE_TO_PROCESS, "retrieve ended unexpectedly"), context, cx_id)
 
+    def _node_direct_off(self) -> None:
+        # Direct socket writes (see handle_get) end with the request.
+        self.assoc._node_direct = False
+
     def _respond(self, rsp, progress: Progress, context, cx_id: int) -> None:
+        if progress.pending and isinstance(rsp, C_GET) and getattr(self.assoc, "_node_direct", False):
+            # The C-STOREs of this C-GET go straight to the socket: so must
+            # its pending responses, in order (node.remotes.direct).
+            counts = tuple(
+                min(n, MAX_SUBOPERATIONS)
+                for n in (progress.remaining, progress.completed, progress.failed, progress.warning)
+            )
+            pdus = direct.get_pending_pdus(
+                cx_id, str(rsp.AffectedSOPClassUID), rsp.MessageIDBeingRespondedTo, counts
+            )
+            self.assoc.dul.socket.send(pdus)
+            return
         rsp.Status = progress.status
         rsp.ErrorComment = error_comment(progress.comment) if progress.comment else None
         rsp.Identifier = None

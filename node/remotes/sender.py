@@ -146,6 +146,9 @@ def _keep_responses_for_sender(assoc: Association) -> None:
 
     dimse.get_msg = get_msg
     assoc._node_send_only = True  # type: ignore[attr-defined]
+    # Nothing but our C-STOREs is written to this association: they may go
+    # straight to the socket (node.remotes.direct).
+    assoc._node_direct = True  # type: ignore[attr-defined]
 
 
 def _skip_reactor_pause(assoc: Association) -> None:
@@ -179,6 +182,10 @@ def store_one(
     if not accepted:
         return Sent(item, None, f"the peer accepted no context for SOP class {item.sop_class_uid}")
     _skip_reactor_pause(assoc)
+    if item.transfer_syntax in accepted and getattr(assoc, "_node_direct", False):
+        sent = _store_direct(assoc, item, originator_ae, originator_id)
+        if sent is not None:
+            return sent
     try:
         if item.transfer_syntax in accepted:
             # Stored bytes as they are: pynetdicom streams the file's data set.
@@ -200,6 +207,29 @@ def store_one(
     if status is None:
         return Sent(item, None, "no response (association aborted or timed out)")
     return Sent(item, int(status), str(getattr(rsp, "ErrorComment", "") or ""))
+
+
+def _store_direct(assoc: Association, item: Outgoing, originator_ae: str, originator_id: int | None):
+    """store_one through node.remotes.direct; None when that path does not apply to this file."""
+    from . import direct
+
+    try:
+        status = direct.send_file(
+            assoc,
+            item.path,
+            item.sop_class_uid,
+            item.sop_uid,
+            item.transfer_syntax,
+            originator_ae=originator_ae,
+            originator_id=originator_id,
+        )
+    except direct.NotDirect:
+        return None
+    except OSError as exc:
+        return Sent(item, None, f"sending failed: {exc}")
+    if status is None:
+        return Sent(item, None, "no response (association aborted or timed out)")
+    return Sent(item, status)
 
 
 def send_batch(
