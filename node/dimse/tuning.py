@@ -103,6 +103,12 @@ def _dul_wait(provider: DULServiceProvider, seconds: float) -> None:
 
 def _assoc_wait(assoc: Association) -> None:
     """Block until a decoded DIMSE message is queued for this association (or the wait ends)."""
+    if getattr(assoc, "_node_send_only", False):
+        # The DIMSE queue of an association we opened to send belongs to the
+        # sending thread (node.remotes.sender): sleep rather than compete with
+        # it for the queue's wake-ups (each one costs the sender a thread switch).
+        time.sleep(_ASSOC_IDLE_WAIT_S)
+        return
     q = assoc.dimse.msg_queue
     with q.not_empty:
         if not q._qsize():
