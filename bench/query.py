@@ -255,8 +255,8 @@ def main(argv: list[str] | None = None) -> None:
                 f" {'<' + str(TARGETS[name]):>7}"
             )
             if name in reference:
-                rt, _ = reference[name]
-                line += f"  {median(rt):7.2f}/{percentile(rt, 95):<7.2f}"
+                rt, rm = reference[name]
+                line += f"  {median(rt):7.2f}/{percentile(rt, 95):<7.2f} ({rm / len(rt):.1f} matches)"
                 line += f" ratio {median(times) / median(rt):.2f}"
             print(line)
     finally:
