@@ -269,3 +269,27 @@ def test_association_cut_mid_instance_leaves_nothing(node):
     assert not any((node.storage / ".tmp").iterdir())
     assert node.count() == 0
     assert dcmtk("echoscu", "-aec", NODE_AE, "127.0.0.1", str(node.dicom_port)).returncode == 0
+
+
+def test_fragmented_ct_instances_byte_identical(node_factory, tmp_path):
+    """Small PDUs both ways: the node's own limit and the sender's; every fragment lands in order."""
+    node = node_factory(dicom={"max_pdu": 16384}).start()
+    sent = write_corpus(tmp_path / "ct", studies=1, series=1, instances=3, size="ct")
+    dcmtk(
+        "storescu",
+        "-aec",
+        NODE_AE,
+        "--max-send-pdu",
+        "4096",
+        "--max-pdu",
+        "4096",
+        "+sd",
+        "+r",
+        "127.0.0.1",
+        str(node.dicom_port),
+        str(tmp_path / "ct"),
+    )
+    assert node.count() == 3
+    for path in sent:
+        sop_uid = dcmread(path, stop_before_pixels=True).SOPInstanceUID
+        assert dataset_bytes(stored_path(node, sop_uid)) == dataset_bytes(path)
