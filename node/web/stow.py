@@ -308,7 +308,11 @@ def _plan(parts: list[Part], root_type: str) -> tuple[list[_Job], list[InstanceR
                 bulk.setdefault(key, part)
     referenced = {id(p) for job in jobs if job.dataset is not None for p in _referenced(job.dataset, bulk)}
     for part in candidates:
-        if id(part) not in referenced:
+        if id(part) in referenced:
+            continue
+        if _looks_like_part10(part.path):
+            jobs.append(_Job(part))  # a Part-10 file under a generic media type
+        else:
             failures.append(
                 _failure(
                     part,
@@ -318,6 +322,12 @@ def _plan(parts: list[Part], root_type: str) -> tuple[list[_Job], list[InstanceR
                 )
             )
     return jobs, failures, bulk
+
+
+def _looks_like_part10(path: Path) -> bool:
+    with path.open("rb") as f:
+        head = f.read(132)
+    return head[128:132] == b"DICM"
 
 
 def _bulk_keys(part: Part) -> list[str]:
