@@ -56,7 +56,16 @@ from ..context import NodeContext
 from ..dicomweb.encapsulate import BuildError, Bulk, build_instance
 from ..dicomweb.json_model import MetadataError, dataset_from_json, load_json
 from ..dicomweb.xml_model import load_xml
-from ..ingest import CANNOT_UNDERSTAND, Outcome, Rejected, Source, Status, ingest_file, read_header
+from ..ingest import (
+    CANNOT_UNDERSTAND,
+    OUT_OF_RESOURCES,
+    Outcome,
+    Rejected,
+    Source,
+    Status,
+    ingest_file,
+    read_header,
+)
 from ..uids import valid_uid
 from .multipart import BodyError, BodySpooler, Part, parse_media_type
 
@@ -193,13 +202,14 @@ async def receive(
 
 
 def _flush(path: Path) -> None:
-    """fdatasync a spooled part (a no-op if it is already gone)."""
+    """fsync a spooled part (a no-op if it is already gone): the ingest path's own fsync then
+    finds nothing dirty, data or inode."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
         return
     try:
-        os.fdatasync(fd)
+        os.fsync(fd)
     except OSError:
         pass
     finally:
@@ -288,11 +298,25 @@ def _plan(parts: list[Part], root_type: str) -> tuple[list[_Job], list[InstanceR
     failures: list[InstanceResult] = []
     bulk: dict[str, Part] = {}
     candidates: list[Part] = []
+    metadata_bytes = 0
     for part in parts:
         ctype = part.content_type or root_type
+        if ctype == "application/json" and root_type == DICOM_JSON:
+            ctype = DICOM_JSON  # some clients label the metadata part plain JSON
         if ctype == DICOM:
             jobs.append(_Job(part))
         elif ctype in (DICOM_JSON, DICOM_XML):
+            metadata_bytes += part.size
+            if metadata_bytes > MAX_METADATA_BYTES:
+                # Metadata is parsed in memory: bound the total per request too.
+                failures.append(
+                    _failure(
+                        part,
+                        OUT_OF_RESOURCES,
+                        f"part {part.index}: more than {MAX_METADATA_BYTES} bytes of metadata in one request",
+                    )
+                )
+                continue
             try:
                 if ctype == DICOM_JSON:
                     datasets = load_json(part.path, MAX_METADATA_BYTES)
