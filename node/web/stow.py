@@ -185,6 +185,7 @@ async def receive(
         await _pump(request, spooler)
         parts = await run_in_threadpool(spooler.finish)
         result = StowResult(study_uid=study_uid, parts=len(parts), body_bytes=spooler.body_bytes)
+        spooled = time.monotonic()
         if parts:
             result.instances = await _ingest_parts(ctx, parts, root_type, study_uid, source or Source("stow"))
     finally:
@@ -192,13 +193,15 @@ async def receive(
             await asyncio.wrap_future(future)
         await run_in_threadpool(spooler.cleanup)
     log.info(
-        "STOW-RS from %s: %d parts, %d stored, %d failed, %.1f MB in %.2fs",
+        "STOW-RS from %s: %d parts, %d stored, %d failed, %.1f MB in %.2fs (body %.2fs, store %.2fs)",
         request.client.host if request.client else "?",
         result.parts,
         len(result.stored),
         len(result.failed),
         result.body_bytes / 1e6,
         time.monotonic() - started,
+        spooled - started,
+        time.monotonic() - spooled,
     )
     return result
 
