@@ -140,6 +140,7 @@ def test_json_metadata_with_jpeg_bulk_becomes_encapsulated_pixel_data(shared, mo
     study = generate_uid()
     metadata = [
         {
+            "00020010": {"vr": "UI", "Value": ["1.2.840.10008.1.2.1"]},  # file meta: ignored
             "00080020": {"vr": "DA"},  # empty attributes are legal
             "00080060": {"vr": "CS", "Value": ["OT"]},
             "00100010": {"vr": "PN", "Value": [{"Alphabetic": "PHOTO^JPEG"}]},
@@ -162,6 +163,7 @@ def test_json_metadata_with_jpeg_bulk_becomes_encapsulated_pixel_data(shared, mo
     assert item["00081150"]["Value"] == ["1.2.840.10008.5.1.4.1.1.7"]  # Secondary Capture
     ds = dcmread(stored_file(shared, sop))
     assert ds.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.50"
+    assert 0x00020010 not in ds  # the sender's file meta did not leak into the data set
     assert (ds.Rows, ds.Columns) == (48, 64)
     assert (ds.SamplesPerPixel, ds.PhotometricInterpretation) == (samples, photometric)
     assert (ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation) == (8, 8, 7, 0)

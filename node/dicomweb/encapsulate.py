@@ -277,6 +277,9 @@ def build_instance(
             del ds[ref.tag]
         streams.append(stream)
 
+    # File meta elements sent in the metadata are not data set elements: the meta is ours.
+    for tag in [elem.tag for elem in ds if elem.tag.group == 0x0002]:
+        del ds[tag]
     if "SOPClassUID" not in ds or not ds.SOPClassUID:
         raise BuildError(0xA900, "missing SOPClassUID (and no bulk data to infer it from)")
     _default(ds, "SOPInstanceUID", new_uid())
