@@ -8,8 +8,8 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, _config, evt
 from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification
 
-from .. import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from ..context import NodeContext
+from ..uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from . import associations, fast_store, qr, storage, tuning
 
 # Received data sets are spooled to a file by pynetdicom (bounded memory for
