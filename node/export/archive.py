@@ -1,0 +1,188 @@
+"""Archives of an accession's studies in ``[export].path``: naming, building, freshness, eviction.
+
+An archive is ``{stem}.zip`` (``stem`` = :func:`accession.file_stem`) with
+entries ``{stem}/{series folder}/{instance}.dcm``; every name below the
+accession comes from the index (series number, modality, instance number,
+SOP Instance UID), never from the request.  It is written to a temp file in
+``{export}/.tmp``, fsynced and renamed into place, so a reader sees the whole
+archive or none.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import re
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import peewee
+
+from ..index.models import Instance, Series, Study
+from ..store import InstanceStore
+from ..zipstream import Entry, iter_zip
+from .accession import file_stem, inside
+
+log = logging.getLogger(__name__)
+
+TMP_DIR = ".tmp"
+SUFFIX = ".zip"
+_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+@dataclass(frozen=True)
+class Version:
+    """What an archive is a snapshot of: the accession's studies and their last change."""
+
+    studies: int
+    updated_at: dt.datetime | None
+
+    @property
+    def held(self) -> bool:
+        return self.studies > 0
+
+
+def local_version(accession: str) -> Version:
+    """How many local studies carry *accession*, and when the newest of them last changed."""
+    row = (
+        Study.select(peewee.fn.COUNT(Study.id).alias("n"), peewee.fn.MAX(Study.updated_at).alias("at"))
+        .where(Study.accession_number == accession)
+        .dicts()
+        .get()
+    )
+    at = row["at"]
+    if isinstance(at, str):  # SQLite aggregate results come back as text
+        at = dt.datetime.fromisoformat(at)
+    return Version(row["n"] or 0, at)
+
+
+def count_instances(study_uids: list[str]) -> int:
+    """How many instances of these studies the index holds."""
+    if not study_uids:
+        return 0
+    return Instance.select().join(Series).join(Study).where(Study.study_uid.in_(study_uids)).count()
+
+
+def _safe(text: str, fallback: str) -> str:
+    cleaned = _NAME_UNSAFE.sub("_", text.strip()).strip("._")
+    return cleaned or fallback
+
+
+def entries(store: InstanceStore, accession: str) -> list[Entry]:
+    """The archive entries of every local instance of *accession*, in series / instance order."""
+    stem = file_stem(accession)
+    rows = (
+        Instance.select(Instance, Series)
+        .join(Series)
+        .join(Study)
+        .where(Study.accession_number == accession)
+        .order_by(Series.series_number, Series.series_uid, Instance.instance_number, Instance.sop_uid)
+    )
+    folders: dict[int, str] = {}
+    used: set[str] = set()
+    out: list[Entry] = []
+    for inst in rows:
+        series = inst.series
+        folder = folders.get(series.id)
+        if folder is None:
+            base = f"{series.series_number or 0:04d}-{_safe(series.modality, 'OT')}"
+            folder, n = base, 1
+            while folder in used:
+                n += 1
+                folder = f"{base}-{n}"
+            used.add(folder)
+            folders[series.id] = folder
+        name = f"{stem}/{folder}/{inst.instance_number or 0:05d}-{_safe(inst.sop_uid, 'instance')}.dcm"
+        out.append(Entry(name, store.absolute(inst.path), inst.size))
+    return out
+
+
+def archive_path(export_dir: Path, accession: str) -> Path:
+    """Where the archive of *accession* lives (checked to be directly inside *export_dir*)."""
+    return inside(export_dir, file_stem(accession) + SUFFIX)
+
+
+def build(
+    store: InstanceStore,
+    export_dir: Path,
+    accession: str,
+    level: int,
+    *,
+    on_bytes: Callable[[int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    fsync: bool = True,
+) -> tuple[Path, int, int]:
+    """Write the archive of *accession*'s local instances; return (path, size, entry count).
+
+    Raises ``InterruptedError`` when *should_stop* turns true (the temp file is removed).
+    """
+    final = archive_path(export_dir, accession)
+    tmp_dir = export_dir / TMP_DIR
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    items = entries(store, accession)
+    temp = tmp_dir / f"{uuid.uuid4().hex}.part"
+    written = 0
+    last_report = 0.0
+    try:
+        with temp.open("wb") as fh:
+            for piece in iter_zip(items, level):
+                fh.write(piece)
+                written += len(piece)
+                if should_stop and should_stop():
+                    raise InterruptedError("node stopping")
+                now = time.monotonic()
+                if on_bytes and now - last_report >= 0.5:
+                    last_report = now
+                    on_bytes(written)
+            fh.flush()
+            if fsync:
+                os.fsync(fh.fileno())
+        os.replace(temp, final)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    if fsync:
+        fd = os.open(export_dir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    return final, written, len(items)
+
+
+def discard_temp(export_dir: Path) -> None:
+    """Remove temp archives left by an interrupted build."""
+    tmp_dir = export_dir / TMP_DIR
+    if tmp_dir.is_dir():
+        for entry in tmp_dir.iterdir():
+            entry.unlink(missing_ok=True)
+
+
+def evict(export_dir: Path, max_total_bytes: int, max_age_days: float, keep: set[Path]) -> list[Path]:
+    """Delete archives older than *max_age_days*, then the oldest until the total fits.
+
+    Archives in *keep* (e.g. the one just built) stay.  Returns the deleted paths.
+    """
+    now = time.time()
+    found = []
+    for path in export_dir.glob(f"*{SUFFIX}"):
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            continue
+        found.append((st.st_mtime, st.st_size, path))
+    found.sort()
+    total = sum(size for _, size, _ in found)
+    removed = []
+    for mtime, size, path in found:
+        if path in keep:
+            continue
+        if now - mtime > max_age_days * 86400 or total > max_total_bytes:
+            path.unlink(missing_ok=True)
+            total -= size
+            removed.append(path)
+    return removed
