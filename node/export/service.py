@@ -295,6 +295,9 @@ class ExportService:
             self._finish(job, FAILED, failure=REMOTE, message=str(exc))
             log.warning("export %s failed: %s", job.accession, exc)
         except Exception as exc:
+            if self._stopping.is_set():
+                log.info("export %s: interrupted (%s); resumes at next start", job.accession, exc)
+                return
             log.exception("export %s failed", job.accession)
             self._finish(job, FAILED, failure=INTERNAL, message=f"could not prepare the archive: {exc}")
         else:

@@ -162,6 +162,8 @@ def _associate(remote: Remote, calling_ae: str, contexts, cancel: Cancel | None,
     assoc.dimse_timeout = RETRIEVE_DIMSE_TIMEOUT_S
     if cancel is not None:
         cancel.attach(assoc)
+        if cancel.cancelled:
+            raise RetrieveError(f"retrieval from {describe(remote)} interrupted (node stopping)")
     return assoc
 
 
@@ -214,6 +216,14 @@ def find_studies(remote: Remote, calling_ae: str, accession: str) -> list[StudyM
     finally:
         _close(assoc, None)
     return list(matches.values())
+
+
+def _sent(send, remote: Remote, *args):
+    """Responses of a C-MOVE / C-GET; an association lost before the request is a RetrieveError."""
+    try:
+        yield from send(*args)
+    except RuntimeError as exc:  # pynetdicom: "association ... must be established"
+        raise RetrieveError(f"{describe(remote)}: association lost ({exc})") from None
 
 
 def _study_identifier(study_uid: str) -> Dataset:
@@ -279,7 +289,7 @@ def move_study(
     model = StudyRootQueryRetrieveInformationModelMove
     assoc = _associate(remote, own_ae, [build_context(model)], cancel)
     try:
-        responses = assoc.send_c_move(_study_identifier(study_uid), own_ae, model)
+        responses = _sent(assoc.send_c_move, remote, _study_identifier(study_uid), own_ae, model)
         return _follow(responses, remote, "C-MOVE", QR_MOVE_SERVICE_CLASS_STATUS, on_progress, cancel)
     finally:
         _close(assoc, cancel)
@@ -312,7 +322,7 @@ def get_study(
         remote, own_ae, contexts, cancel, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, on_store)]
     )
     try:
-        responses = assoc.send_c_get(_study_identifier(study_uid), model)
+        responses = _sent(assoc.send_c_get, remote, _study_identifier(study_uid), model)
         return _follow(responses, remote, "C-GET", QR_GET_SERVICE_CLASS_STATUS, on_progress, cancel)
     finally:
         _close(assoc, cancel)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 
 from starlette.concurrency import run_in_threadpool
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
@@ -83,11 +84,27 @@ async def get_studies_zip(request: Request) -> Response:
     return await _handle(request, request.query_params.get("AccessionNumber"), download=True)
 
 
-# ``:path`` so that an accession with an encoded "/" (%2F) reaches validation
-# and gets its 400 instead of falling through to a 404.
+class _AnyText(Convertor):
+    """Any path text, "/" and control characters included (``:path`` stops at a newline).
+
+    So that an accession with an encoded "/" (%2F) or control character
+    reaches validation and gets its 400, instead of falling through to a 404.
+    """
+
+    regex = r"[\s\S]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("export_accession", _AnyText())
+
 routes = [
-    Route("/accessions/{accession:path}/zip", post_zip, methods=["POST"]),
-    Route("/accessions/{accession:path}/zip", get_zip, methods=["GET"]),
+    Route("/accessions/{accession:export_accession}/zip", post_zip, methods=["POST"]),
+    Route("/accessions/{accession:export_accession}/zip", get_zip, methods=["GET"]),
     Route("/api/create_studies_zip", create_studies_zip, methods=["GET", "POST"]),
     Route("/api/get_studies_zip", get_studies_zip, methods=["GET"]),
 ]
