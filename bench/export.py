@@ -20,7 +20,6 @@ Corpora are generated once under ``--cache`` (default /tmp/bench-export).
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
