@@ -14,9 +14,10 @@ import datetime as dt
 import logging
 import os
 import re
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,9 +73,35 @@ def _safe(text: str, fallback: str) -> str:
     return cleaned or fallback
 
 
+class Namer:
+    """Entry names for one archive: ``{stem}/{NNNN-MODALITY}/{NNNNN-SOPUID}.dcm``.
+
+    A series folder is its number and modality; two series that would share
+    a folder get ``-2``, ``-3``... in the order they are first seen.
+    """
+
+    def __init__(self, accession: str) -> None:
+        self.stem = file_stem(accession)
+        self._folders: dict[int, str] = {}
+        self._used: set[str] = set()
+
+    def name(self, inst: Instance) -> str:
+        series = inst.series
+        folder = self._folders.get(series.id)
+        if folder is None:
+            base = f"{series.series_number or 0:04d}-{_safe(series.modality, 'OT')}"
+            folder, n = base, 1
+            while folder in self._used:
+                n += 1
+                folder = f"{base}-{n}"
+            self._used.add(folder)
+            self._folders[series.id] = folder
+        return f"{self.stem}/{folder}/{inst.instance_number or 0:05d}-{_safe(inst.sop_uid, 'instance')}.dcm"
+
+
 def entries(store: InstanceStore, accession: str) -> list[Entry]:
     """The archive entries of every local instance of *accession*, in series / instance order."""
-    stem = file_stem(accession)
+    namer = Namer(accession)
     rows = (
         Instance.select(Instance, Series)
         .join(Series)
@@ -82,28 +109,115 @@ def entries(store: InstanceStore, accession: str) -> list[Entry]:
         .where(Study.accession_number == accession)
         .order_by(Series.series_number, Series.series_uid, Instance.instance_number, Instance.sop_uid)
     )
-    folders: dict[int, str] = {}
-    used: set[str] = set()
-    out: list[Entry] = []
-    for inst in rows:
-        series = inst.series
-        folder = folders.get(series.id)
-        if folder is None:
-            base = f"{series.series_number or 0:04d}-{_safe(series.modality, 'OT')}"
-            folder, n = base, 1
-            while folder in used:
-                n += 1
-                folder = f"{base}-{n}"
-            used.add(folder)
-            folders[series.id] = folder
-        name = f"{stem}/{folder}/{inst.instance_number or 0:05d}-{_safe(inst.sop_uid, 'instance')}.dcm"
-        out.append(Entry(name, store.absolute(inst.path), inst.size))
-    return out
+    return [Entry(namer.name(inst), store.absolute(inst.path), inst.size) for inst in rows]
+
+
+def arrivals(
+    store: InstanceStore,
+    accession: str,
+    study_uids: list[str],
+    finished: threading.Event,
+    *,
+    poll_s: float = 0.05,
+    should_stop: Callable[[], bool] | None = None,
+) -> Iterator[Entry]:
+    """Entries of the studies' instances as they are indexed, until *finished* is set and all are seen.
+
+    Lets an archive be written while a retrieval is still running.  Each
+    instance is yielded once (a re-sent instance is not added twice).
+    """
+    namer = Namer(accession)
+    seen: set[str] = set()
+    last_id = 0
+    while True:
+        done = finished.is_set()  # read before the query: nothing indexed before it is missed
+        rows = list(
+            Instance.select(Instance, Series)
+            .join(Series)
+            .join(Study)
+            .where(Study.study_uid.in_(study_uids) & (Instance.id > last_id))
+            .order_by(Instance.id)
+        )
+        for inst in rows:
+            last_id = inst.id
+            if inst.sop_uid not in seen:
+                seen.add(inst.sop_uid)
+                yield Entry(namer.name(inst), store.absolute(inst.path), inst.size)
+        if done:
+            return
+        if should_stop and should_stop():
+            raise InterruptedError("node stopping")
+        if not rows:
+            finished.wait(poll_s)
 
 
 def archive_path(export_dir: Path, accession: str) -> Path:
     """Where the archive of *accession* lives (checked to be directly inside *export_dir*)."""
     return inside(export_dir, file_stem(accession) + SUFFIX)
+
+
+def write_temp(
+    items: Iterable[Entry],
+    export_dir: Path,
+    level: int,
+    *,
+    on_bytes: Callable[[int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    fsync: bool = True,
+) -> tuple[Path, int, int]:
+    """Write the archive of *items* (may be lazy) to a temp file; return (temp path, size, entries).
+
+    Raises ``InterruptedError`` when *should_stop* turns true; the temp file is
+    removed on any failure.
+    """
+    tmp_dir = export_dir / TMP_DIR
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    temp = tmp_dir / f"{uuid.uuid4().hex}.part"
+    written = 0
+    count = 0
+    last_report = 0.0
+
+    def counted() -> Iterator[Entry]:
+        nonlocal count
+        for item in items:
+            count += 1
+            yield item
+
+    try:
+        with temp.open("wb") as fh:
+            for piece in iter_zip(counted(), level):
+                fh.write(piece)
+                written += len(piece)
+                if should_stop and should_stop():
+                    raise InterruptedError("node stopping")
+                now = time.monotonic()
+                if on_bytes and now - last_report >= 0.5:
+                    last_report = now
+                    on_bytes(written)
+            fh.flush()
+            if fsync:
+                os.fsync(fh.fileno())
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return temp, written, count
+
+
+def publish(temp: Path, export_dir: Path, accession: str, *, fsync: bool = True) -> Path:
+    """Rename a finished temp archive into place as the archive of *accession*."""
+    final = archive_path(export_dir, accession)
+    try:
+        os.replace(temp, final)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    if fsync:
+        fd = os.open(export_dir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    return final
 
 
 def build(
@@ -116,42 +230,11 @@ def build(
     should_stop: Callable[[], bool] | None = None,
     fsync: bool = True,
 ) -> tuple[Path, int, int]:
-    """Write the archive of *accession*'s local instances; return (path, size, entry count).
-
-    Raises ``InterruptedError`` when *should_stop* turns true (the temp file is removed).
-    """
-    final = archive_path(export_dir, accession)
-    tmp_dir = export_dir / TMP_DIR
-    tmp_dir.mkdir(parents=True, exist_ok=True)
-    items = entries(store, accession)
-    temp = tmp_dir / f"{uuid.uuid4().hex}.part"
-    written = 0
-    last_report = 0.0
-    try:
-        with temp.open("wb") as fh:
-            for piece in iter_zip(items, level):
-                fh.write(piece)
-                written += len(piece)
-                if should_stop and should_stop():
-                    raise InterruptedError("node stopping")
-                now = time.monotonic()
-                if on_bytes and now - last_report >= 0.5:
-                    last_report = now
-                    on_bytes(written)
-            fh.flush()
-            if fsync:
-                os.fsync(fh.fileno())
-        os.replace(temp, final)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    if fsync:
-        fd = os.open(export_dir, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    return final, written, len(items)
+    """Write the archive of *accession*'s local instances; return (path, size, entry count)."""
+    temp, size, count = write_temp(
+        entries(store, accession), export_dir, level, on_bytes=on_bytes, should_stop=should_stop, fsync=fsync
+    )
+    return publish(temp, export_dir, accession, fsync=fsync), size, count
 
 
 def discard_temp(export_dir: Path) -> None:

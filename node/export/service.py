@@ -280,9 +280,8 @@ class ExportService:
             self._cancels[job_id] = cancel
         try:
             # A job interrupted while zipping had verified its retrieval already.
-            if job.remote and job.state != ZIPPING:
-                self._retrieve(job, cancel)
-            self._zip(job)
+            if not (job.remote and job.state != ZIPPING and self._retrieve(job, cancel)):
+                self._zip(job)
         except _Stopped:
             log.info("export %s: interrupted in state %s; resumes at next start", job.accession, job.state)
         except _Failed as exc:
@@ -323,12 +322,18 @@ class ExportService:
     def _finish(self, job: ExportJob, state: str, **values) -> None:
         self._save(job, state=state, finished_at=utcnow(), **values)
 
-    def _retrieve(self, job: ExportJob, cancel: retrieve.Cancel) -> None:
+    def _retrieve(self, job: ExportJob, cancel: retrieve.Cancel) -> bool:
+        """Retrieve the job's studies while archiving them as they arrive; True once published.
+
+        False means the retrieval is verified but the archive written on the
+        way does not match the index (an instance went away meanwhile): the
+        caller builds it again from the store.
+        """
         remote = self.settings.remote_by_name(job.remote)
         if remote is None:
             raise _Failed(INTERNAL, f"remote {job.remote!r} is no longer configured")
         own_ae = self.settings.dicom.ae_title
-        self._save(job, state=RETRIEVING, received=0)
+        self._save(job, state=RETRIEVING, received=0, bytes=0)
         uids = [u for u in job.study_uids.split("\\") if u]
         if not uids:
             matches = retrieve.find_studies(remote, own_ae, job.accession)
@@ -342,6 +347,59 @@ class ExportService:
             counts = [m.expected for m in matches]
             expected = sum(counts) if all(c is not None for c in counts) else None  # type: ignore[misc]
             self._save(job, study_uids="\\".join(uids), expected=expected)
+
+        # The archive is written while the instances arrive (compression
+        # overlaps the transfer); it is published only if the retrieval is complete.
+        finished = threading.Event()
+        zipped: dict = {"bytes": 0}
+
+        def zipper() -> None:
+            try:
+                zipped["result"] = archive.write_temp(
+                    archive.arrivals(
+                        self.ctx.store, job.accession, uids, finished, should_stop=self._stopping.is_set
+                    ),
+                    self.export_dir,
+                    self.settings.export.compression,
+                    on_bytes=lambda n: zipped.__setitem__("bytes", n),
+                    should_stop=self._stopping.is_set,
+                    fsync=self.settings.storage.fsync,
+                )
+            except BaseException as exc:  # noqa: BLE001 - handed to the job thread
+                zipped["error"] = exc
+
+        thread = threading.Thread(target=zipper, name=f"export-zip-{job.id}", daemon=True)
+        thread.start()
+        try:
+            have = self._transfer(job, remote, uids, cancel, zipped)
+            # Read before the zipper is told to finish: whatever is indexed
+            # later makes this archive stale instead of silently missing.
+            version = archive.local_version(job.accession)
+            self._save(job, state=ZIPPING)
+        except BaseException:
+            finished.set()
+            thread.join()
+            if "result" in zipped:
+                zipped["result"][0].unlink(missing_ok=True)
+            raise
+        finished.set()
+        thread.join()
+        error = zipped.get("error")
+        if isinstance(error, InterruptedError):
+            raise _Stopped
+        if error is not None:
+            raise error
+        temp, size, count = zipped["result"]
+        if count != have:
+            temp.unlink(missing_ok=True)
+            return False
+        path = archive.publish(temp, self.export_dir, job.accession, fsync=self.settings.storage.fsync)
+        self._ready(job, path, size, count, version)
+        return True
+
+    def _transfer(self, job: ExportJob, remote, uids: list[str], cancel, zipped: dict) -> int:
+        """C-MOVE / C-GET each study, updating the row; verify the count; return it."""
+        own_ae = self.settings.dicom.ae_title
         announced = 0
         failed = 0
         last = 0.0
@@ -353,7 +411,7 @@ class ExportService:
                 now = time.monotonic()
                 if now - last >= PROGRESS_EVERY_S:
                     last = now
-                    self._save(job, received=base + p.completed + p.warning)
+                    self._save(job, received=base + p.completed + p.warning, bytes=zipped["bytes"])
 
             if remote.retrieve == "get":
                 progress = retrieve.get_study(
@@ -377,6 +435,22 @@ class ExportService:
                 f"retrieved {have} of {expected} instances of accession {job.accession!r} from "
                 f"{retrieve.describe(remote)} ({failed} sub-operations failed); no archive was made",
             )
+        return have
+
+    def _ready(self, job: ExportJob, path: Path, size: int, count: int, version: archive.Version) -> None:
+        if not job.remote:
+            job.received = count
+        self._finish(
+            job,
+            READY,
+            bytes=size,
+            instances=count,
+            file_name=path.name,
+            study_updated_at=version.updated_at,
+            message="",
+            failure="",
+        )
+        self._evict(keep={path})
 
     def _zip(self, job: ExportJob) -> None:
         # The version is read before the instances are listed: an instance
@@ -397,19 +471,7 @@ class ExportService:
             )
         except InterruptedError:
             raise _Stopped from None
-        if not job.remote:
-            job.received = count
-        self._finish(
-            job,
-            READY,
-            bytes=size,
-            instances=count,
-            file_name=path.name,
-            study_updated_at=version.updated_at,
-            message="",
-            failure="",
-        )
-        self._evict(keep={path})
+        self._ready(job, path, size, count, version)
 
     def _evict(self, keep: set[Path]) -> None:
         s = self.settings.export
