@@ -40,7 +40,7 @@ def ct_study(folder: Path, accession: str, instances: int) -> list[Path]:
     """A CT study of *instances* 512 KiB images (generated once, reused)."""
     import numpy as np  # installed with the test extra (dicomweb-client needs it)
 
-    marker = folder / ".complete"
+    marker = folder.with_name(folder.name + ".complete")
     if marker.exists():
         return sorted(folder.glob("*.dcm"))
     shutil.rmtree(folder, ignore_errors=True)
