@@ -31,7 +31,18 @@ import httpx
 from pydicom.uid import generate_uid
 
 from bench.corpus import make_dataset, write
-from tests.harness import NODE_AE, QRSCP, RunningNode, free_port, median, node_config, nodelay_env, percentile
+from tests.harness import (
+    NODE_AE,
+    QRSCP,
+    Orthanc,
+    RunningNode,
+    free_port,
+    median,
+    node_config,
+    nodelay_env,
+    orthanc_available,
+    percentile,
+)
 
 PIPELINE_AE = "MOVESCU"
 
@@ -107,6 +118,7 @@ def node_export(node: RunningNode, accession: str, out: Path) -> float:
     start = time.perf_counter()
     r = client.post(f"/accessions/{accession}/zip")
     assert r.status_code in (200, 202), r.text
+    delay = 0.01
     while True:
         with client.stream("GET", f"/accessions/{accession}/zip") as r:
             if r.status_code == 200:
@@ -115,7 +127,8 @@ def node_export(node: RunningNode, accession: str, out: Path) -> float:
                         fh.write(chunk)
                 break
             assert r.status_code == 202, r.read()
-        time.sleep(0.01)
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.1)  # poll soon, then less often
     return time.perf_counter() - start
 
 
@@ -209,6 +222,41 @@ def bench_building(args, root: Path, files: list[Path]) -> None:
             f"ratio {mb_ours / mb_zip:.2f} (target >= 1.0); runs {[round(t, 3) for t in ours]} vs "
             f"{[round(t, 3) for t in theirs]}"
         )
+    if orthanc_available():
+        times = orthanc_archive(root, files, args.runs)
+        print(
+            f"reference: Orthanc's study archive (GET /studies/{{id}}/archive) "
+            f"{total / median(times) / 1e6:.0f} MB/s"
+        )
+
+
+def orthanc_archive(root: Path, files: list[Path], runs: int) -> list[float]:
+    """Seconds for Orthanc to produce its archive of the same study (GET /studies/{id}/archive)."""
+    orthanc = Orthanc(root / "orthanc").start()
+    try:
+        run(
+            [
+                "storescu",
+                "-aec",
+                orthanc.ae_title,
+                "-nh",
+                "127.0.0.1",
+                str(orthanc.dicom_port),
+                *map(str, files),
+            ]
+        )
+        (study_id,) = httpx.get(f"{orthanc.url}/studies").json()
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            with httpx.stream("GET", f"{orthanc.url}/studies/{study_id}/archive", timeout=600) as r:
+                assert r.status_code == 200
+                for _chunk in r.iter_bytes(1 << 20):
+                    pass
+            times.append(time.perf_counter() - start)
+        return times
+    finally:
+        orthanc.stop()
 
 
 def bench_rss(args, root: Path, studies: list[tuple[str, list[Path]]]) -> None:

@@ -197,7 +197,7 @@ def _descriptor(crc: int, csize: int, usize: int, zip64: bool) -> bytes:
     return struct.pack("<IIII", 0x08074B50, crc, csize, usize)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Record:
     """What the central directory needs of one written entry."""
 

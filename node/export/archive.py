@@ -85,31 +85,51 @@ class Namer:
         self._folders: dict[int, str] = {}
         self._used: set[str] = set()
 
-    def name(self, inst: Instance) -> str:
-        series = inst.series
-        folder = self._folders.get(series.id)
+    def name(self, series_id: int, series_number, modality: str, instance_number, sop_uid: str) -> str:
+        folder = self._folders.get(series_id)
         if folder is None:
-            base = f"{series.series_number or 0:04d}-{_safe(series.modality, 'OT')}"
+            base = f"{series_number or 0:04d}-{_safe(modality, 'OT')}"
             folder, n = base, 1
             while folder in self._used:
                 n += 1
                 folder = f"{base}-{n}"
             self._used.add(folder)
-            self._folders[series.id] = folder
-        return f"{self.stem}/{folder}/{inst.instance_number or 0:05d}-{_safe(inst.sop_uid, 'instance')}.dcm"
+            self._folders[series_id] = folder
+        return f"{self.stem}/{folder}/{instance_number or 0:05d}-{_safe(sop_uid, 'instance')}.dcm"
+
+
+# What naming and reading an instance needs, as plain tuples (a study may
+# have many thousands of instances: no model objects are kept per instance).
+_COLUMNS = (
+    Instance.id,
+    Series.id,
+    Series.series_number,
+    Series.modality,
+    Instance.instance_number,
+    Instance.sop_uid,
+    Instance.path,
+    Instance.size,
+)
+
+
+def _entry(namer: Namer, store: InstanceStore, row: tuple) -> Entry:
+    _, series_id, series_number, modality, instance_number, sop_uid, path, size = row
+    name = namer.name(series_id, series_number, modality, instance_number, sop_uid)
+    return Entry(name, store.absolute(path), size)
 
 
 def entries(store: InstanceStore, accession: str) -> list[Entry]:
     """The archive entries of every local instance of *accession*, in series / instance order."""
     namer = Namer(accession)
     rows = (
-        Instance.select(Instance, Series)
+        Instance.select(*_COLUMNS)
         .join(Series)
         .join(Study)
         .where(Study.accession_number == accession)
         .order_by(Series.series_number, Series.series_uid, Instance.instance_number, Instance.sop_uid)
+        .tuples()
     )
-    return [Entry(namer.name(inst), store.absolute(inst.path), inst.size) for inst in rows]
+    return [_entry(namer, store, row) for row in rows]
 
 
 def arrivals(
@@ -132,17 +152,18 @@ def arrivals(
     while True:
         done = finished.is_set()  # read before the query: nothing indexed before it is missed
         rows = list(
-            Instance.select(Instance, Series)
+            Instance.select(*_COLUMNS)
             .join(Series)
             .join(Study)
             .where(Study.study_uid.in_(study_uids) & (Instance.id > last_id))
             .order_by(Instance.id)
+            .tuples()
         )
-        for inst in rows:
-            last_id = inst.id
-            if inst.sop_uid not in seen:
-                seen.add(inst.sop_uid)
-                yield Entry(namer.name(inst), store.absolute(inst.path), inst.size)
+        for row in rows:
+            last_id = row[0]
+            if row[5] not in seen:
+                seen.add(row[5])
+                yield _entry(namer, store, row)
         if done:
             return
         if should_stop and should_stop():
