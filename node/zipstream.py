@@ -24,6 +24,11 @@ the archive (the central directory keeps ~100 bytes per entry).
 Python's ``zipfile`` writes descriptors to unseekable streams, but compresses
 on the calling thread only and would need a temp file per entry to put
 stored entries' CRC ahead of their data; hence this small writer.
+
+Deflate levels 2..9 use zlib-ng when installed (same format and level
+meaning, about 1.5x faster than zlib at level 3 on CT images, with a slightly
+smaller output); level 1 stays with zlib, whose level 1 packs far better than
+zlib-ng's "quick" mode (34 % against 48 % of a CT study).
 """
 
 from __future__ import annotations
@@ -38,6 +43,19 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
+
+try:
+    from zlib_ng import zlib_ng as _zlib_ng
+except ImportError:  # no wheel for this platform: the standard library does it all
+    _zlib_ng = zlib
+
+_crc32 = _zlib_ng.crc32
+
+
+def _deflate_module(level: int):
+    """The zlib implementation for *level* (see the module docstring)."""
+    return zlib if level == 1 else _zlib_ng
+
 
 __all__ = ["Entry", "ZipStreamError", "iter_zip", "write_zip", "stored_size", "crc32_combine"]
 
@@ -275,16 +293,17 @@ def _read_exact(fd: int, length: int, offset: int) -> bytes:
 def _chunk_task(fd: int, offset: int, length: int, level: int, last: bool, keep: bool):
     """(crc32, bytes to write or None) for one chunk of an entry."""
     data = _read_exact(fd, length, offset)
-    crc = zlib.crc32(data)
+    crc = _crc32(data)
     if level == 0:
         return crc, (data if keep else None)
+    z = _deflate_module(level)
     if offset:
         start = max(0, offset - WINDOW)
         zdict = _read_exact(fd, offset - start, start)
-        comp = zlib.compressobj(level, zlib.DEFLATED, -15, 8, zlib.Z_DEFAULT_STRATEGY, zdict)
+        comp = z.compressobj(level, z.DEFLATED, -15, 8, z.Z_DEFAULT_STRATEGY, zdict)
     else:
-        comp = zlib.compressobj(level, zlib.DEFLATED, -15)
-    out = comp.compress(data) + comp.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
+        comp = z.compressobj(level, z.DEFLATED, -15)
+    out = comp.compress(data) + comp.flush(z.Z_FINISH if last else z.Z_SYNC_FLUSH)
     return crc, out
 
 

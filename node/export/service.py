@@ -242,8 +242,8 @@ class ExportService:
         try:
             matches = retrieve.find_studies(remote, self.settings.dicom.ae_title, accession)
         except retrieve.RetrieveError as exc:
-            return {"remote": remote.name, "study_uids": "", "expected": None, "failure": REMOTE,
-                    "message": str(exc)}, None  # fmt: skip
+            failed = {"remote": remote.name, "study_uids": "", "expected": None}
+            return {**failed, "failure": REMOTE, "message": str(exc)}, None
         if not matches:
             self._forget(job)
             return {}, Answer(
