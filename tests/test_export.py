@@ -309,7 +309,7 @@ def test_job_resumes_after_restart(node_factory, tmp_path, sig):
     node_port = free_port()
     qr = QRSCP(tmp_path / "qr", peers=((NODE_AE, node_port),)).start()
     try:
-        files = write_corpus(tmp_path / "src", studies=1, series=2, instances=150, accession_prefix="CN")
+        files = write_corpus(tmp_path / "src", studies=1, series=2, instances=60, accession_prefix="CN")
         qr.load(tmp_path / "src")
         node = node_factory(dicom={"port": node_port}, remotes=[qr.remote(accession_prefixes=["CN"])]).start()
         assert httpx.post(f"{node.url}/accessions/CN00000/zip").status_code == 202
