@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 from pydicom import dcmread
+from pydicom.uid import generate_uid
 
 from bench.corpus import make_dataset, write, write_corpus
 from tests.harness import NODE_AE, QRSCP, Orthanc, dcmtk, free_port, orthanc_available
@@ -278,6 +279,33 @@ def test_upstream_refuses_the_move(node_factory, tmp_path):
         assert job["state"] == "failed"
         assert "'upstream'" in job["message"] and "C-MOVE" in job["message"] and "0xA801" in job["message"]
         assert export_files(node) == []
+    finally:
+        qr.stop()
+
+
+def test_partial_retrieval_fails_with_counts_and_no_archive(node_factory, tmp_path):
+    """One instance of the upstream study is refused by the node (a 70-character UID): never a short ZIP."""
+    node_port = free_port()
+    qr = QRSCP(tmp_path / "qr", peers=((NODE_AE, node_port),)).start()
+    try:
+        study_uid, series_uid = generate_uid(), generate_uid()
+        good = write(
+            make_dataset(study_uid=study_uid, series_uid=series_uid, accession="CN7"), tmp_path / "a.dcm"
+        )
+        with pytest.warns(UserWarning, match="maximum length"):
+            bad = make_dataset(study_uid=study_uid, series_uid="1.2." + "9" * 70, accession="CN7")
+            write(bad, tmp_path / "b.dcm")
+        qr.load(good, tmp_path / "b.dcm")
+        node = node_factory(dicom={"port": node_port}, remotes=[qr.remote(accession_prefixes=["CN"])]).start()
+        for _ in range(2):  # again: the one instance that arrived is not archived as if complete
+            assert httpx.post(f"{node.url}/accessions/CN7/zip").status_code == 202
+            r = wait_done(node, "CN7")
+            assert r.status_code == 502, r.text
+            job = r.json()
+            assert job["state"] == "failed" and job["failure"] == "partial"
+            assert "retrieved 1 of 2 instances" in job["message"] and "0xB000" in job["message"]
+            assert "'upstream'" in job["message"]
+            assert export_files(node) == []
     finally:
         qr.stop()
 

@@ -402,6 +402,7 @@ class ExportService:
         own_ae = self.settings.dicom.ae_title
         announced = 0
         failed = 0
+        statuses: set[int] = set()
         last = 0.0
         for uid in uids:
             done_before = job.received
@@ -421,6 +422,8 @@ class ExportService:
                 progress = retrieve.move_study(remote, own_ae, uid, on_progress=on_progress, cancel=cancel)
             announced += progress.completed + progress.failed + progress.warning
             failed += progress.failed
+            if progress.status:
+                statuses.add(progress.status)
             self._save(job, received=done_before + progress.completed + progress.warning)
             if self._stopping.is_set():
                 raise _Stopped
@@ -430,10 +433,13 @@ class ExportService:
         if self._stopping.is_set():
             raise _Stopped
         if have == 0 or have < expected or failed:
+            operation = "C-GET" if remote.retrieve == "get" else "C-MOVE"
+            status = ", ".join(f"0x{code:04X}" for code in sorted(statuses)) or "0x0000"
             raise _Failed(
                 PARTIAL,
                 f"retrieved {have} of {expected} instances of accession {job.accession!r} from "
-                f"{retrieve.describe(remote)} ({failed} sub-operations failed); no archive was made",
+                f"{retrieve.describe(remote)} ({operation} status {status}, {failed} sub-operations "
+                "failed); no archive was made",
             )
         return have
 
