@@ -87,7 +87,7 @@ class ZipStreamError(OSError):
     """An entry could not be read as announced (e.g. the file shrank while zipping)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Entry:
     """One archive member: its name in the archive and the file holding its bytes.
 
