@@ -9,6 +9,7 @@ were sent upstream.
 from __future__ import annotations
 
 import io
+import os
 import signal
 import sqlite3
 import subprocess
@@ -171,19 +172,31 @@ def test_unknown_accession_and_path_tricks(node_factory, tmp_path):
     assert httpx.get(f"{node.url}/health").status_code == 200
 
 
-def test_eviction_by_total_size(node_factory, tmp_path):
-    node = node_factory(export={"compression": 0, "max_total_bytes": 20_000}).start()
-    for acc in ("EVA", "EVB"):
-        study(tmp_path / acc, acc, 4)  # ~3 KB per tiny instance: ~13 KB per archive
+def test_eviction_by_age_and_total_size(node_factory, tmp_path):
+    # Each archive is ~13 KB (4 tiny instances, stored): two fit, three do not.
+    node = node_factory(export={"compression": 0, "max_total_bytes": 30_000, "max_age_days": 1}).start()
+    for acc in ("EVA", "EVB", "EVC", "EVD"):
+        study(tmp_path / acc, acc, 4)
         storescu(node.dicom_port, node.ae_title, tmp_path / acc)
-    assert httpx.post(f"{node.url}/accessions/EVA00000/zip").status_code in (200, 202)
-    assert wait_done(node, "EVA00000").status_code == 200
-    assert httpx.post(f"{node.url}/accessions/EVB00000/zip").status_code in (200, 202)
-    assert wait_done(node, "EVB00000").status_code == 200
-    # Both do not fit: the older archive went, and its job with it.
-    assert [p.name for p in export_files(node)] == ["EVB00000.zip"]
+
+    def build(accession: str) -> None:
+        assert httpx.post(f"{node.url}/accessions/{accession}/zip").status_code in (200, 202)
+        assert wait_done(node, accession).status_code == 200
+
+    build("EVA00000")
+    build("EVB00000")
+    assert [p.name for p in export_files(node)] == ["EVA00000.zip", "EVB00000.zip"]
+    # EVA's archive is two days old: the next build evicts it (by age), and its job with it.
+    old = time.time() - 2 * 86400
+    os.utime(export_files(node)[0], (old, old))
+    build("EVC00000")
+    assert [p.name for p in export_files(node)] == ["EVB00000.zip", "EVC00000.zip"]
     assert httpx.get(f"{node.url}/accessions/EVA00000/zip").status_code == 404
     assert job_rows(node, "EVA00000") == []
+    # Three do not fit: the oldest (EVB) goes.
+    build("EVD00000")
+    assert [p.name for p in export_files(node)] == ["EVC00000.zip", "EVD00000.zip"]
+    assert httpx.get(f"{node.url}/accessions/EVB00000/zip").status_code == 404
 
 
 # -- read-through retrieval from dcmqrscp ---------------------------------------
