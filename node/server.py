@@ -17,6 +17,7 @@ import uvicorn
 from .config import Settings
 from .context import NodeContext, open_context
 from .dimse import ae as dimse_ae
+from .export.service import ExportService
 from .store import use_store_tempdir
 from .web.app import create_app
 
@@ -59,17 +60,22 @@ def serve(settings: Settings) -> int:
     use_store_tempdir(ctx.store)
 
     dimse_server = dimse_ae.start(ctx)
+    exports = ExportService(ctx)
+    exports.start()
     closed = threading.Event()
 
     def stop_listening() -> None:
         if not closed.is_set():
             closed.set()
+            exports.request_stop()
             # shutdown() blocks until serve_forever returns: do it off the signal handler.
             threading.Thread(target=dimse_server.shutdown, name="dimse-shutdown").start()
 
     h = settings.http
+    app = create_app(ctx)
+    app.state.exports = exports
     config = uvicorn.Config(
-        create_app(ctx),
+        app,
         host=h.host,
         port=h.port,
         log_config=None,
@@ -93,6 +99,7 @@ def serve(settings: Settings) -> int:
     )
     server.run()
     stop_listening()
+    exports.stop()
     _drain(dimse_server, ASSOCIATION_GRACE_S)
     ctx.db.close()
     if not server.started:

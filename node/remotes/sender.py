@@ -103,8 +103,14 @@ def open_association(
     *,
     timeout: float = CONNECT_TIMEOUT_S,
     max_pdu: int = 0,
+    ext_neg: Sequence | None = None,
+    evt_handlers: Sequence | None = None,
 ) -> Association:
-    """Associate with *peer* as *calling_ae*; raise SendError naming the peer on failure."""
+    """Associate with *peer* as *calling_ae*; raise SendError naming the peer on failure.
+
+    *ext_neg* (e.g. SCP/SCU role selection for C-GET) and *evt_handlers* are
+    passed on to pynetdicom's ``associate``.
+    """
     ae = AE(ae_title=calling_ae)
     ae.requested_contexts = list(contexts)
     ae.acse_timeout = timeout
@@ -112,7 +118,14 @@ def open_association(
     ae.dimse_timeout = 120
     ae.connection_timeout = timeout
     ae.maximum_pdu_size = max_pdu
-    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title, max_pdu=max_pdu)
+    assoc = ae.associate(
+        peer.host,
+        peer.port,
+        ae_title=peer.ae_title,
+        max_pdu=max_pdu,
+        ext_neg=list(ext_neg) if ext_neg else None,
+        evt_handlers=list(evt_handlers) if evt_handlers else None,
+    )
     if not assoc.is_established:
         if assoc.is_rejected:
             raise SendError(f"{peer} rejected the association from {calling_ae}")

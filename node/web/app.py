@@ -6,14 +6,13 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
 from ..context import NodeContext
-from . import health, stow
+from . import export, health, stow
 from .auth import BearerToken
 
 
 def create_app(ctx: NodeContext) -> Starlette:
     """The ASGI app serving *ctx*."""
-    routes = [*health.routes]
-    routes += stow.routes
+    routes = [*health.routes, *stow.routes, *export.routes]
     middleware = []
     if ctx.settings.http.token:
         middleware.append(Middleware(BearerToken, token=ctx.settings.http.token))
