@@ -1,0 +1,1 @@
+"""DICOMweb core: what WADO-RS and QIDO-RS need, free of Starlette."""
