@@ -29,6 +29,9 @@ def open_database(path: Path, *, durable: bool = True) -> peewee.SqliteDatabase:
             "synchronous": "full" if durable else "normal",
             "foreign_keys": 1,
             "cache_size": -16_000,
+            # DICOM matching is case-sensitive (person names match on their
+            # case-folded copy), as LIKE is in PostgreSQL; see index/query.py.
+            "case_sensitive_like": 1,
         },
         timeout=BUSY_TIMEOUT_MS / 1000,
     )
