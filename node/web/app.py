@@ -6,13 +6,14 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
 from ..context import NodeContext
-from . import health, wado
+from . import health, qido, wado
 from .auth import BearerToken
 
 
 def create_app(ctx: NodeContext) -> Starlette:
     """The ASGI app serving *ctx*."""
     routes = [*health.routes]
+    routes += qido.routes
     routes += wado.routes
     middleware = []
     if ctx.settings.http.token:

@@ -35,8 +35,19 @@ def error(status: int, message: str) -> JSONResponse:
 
 
 def dicomweb_base(request: Request) -> str:
-    """The absolute URL of /dicom-web as the client reached it."""
-    return str(request.base_url).rstrip("/") + "/dicom-web"
+    """The absolute URL of /dicom-web as the client reached it.
+
+    Some clients (dicomweb-client) send ``Host`` without the port; when that
+    host is the address the request came in on (no proxy in between), the
+    port it came in on is the one to put in the URLs handed back.
+    """
+    base = request.base_url
+    server = request.scope.get("server")
+    if base.port is None and server and base.hostname == server[0]:
+        default = 443 if base.scheme == "https" else 80
+        if server[1] != default:
+            base = base.replace(port=server[1])
+    return str(base).rstrip("/") + "/dicom-web"
 
 
 def instance_url(base: str, inst: StoredInstance) -> str:
