@@ -36,13 +36,6 @@ def closing(boundary: str) -> bytes:
     return f"--{boundary}--\r\n".encode()
 
 
-def file_chunks(fp: BinaryIO, chunk: int = CHUNK) -> Iterator[bytes]:
-    """The rest of *fp*, *chunk* bytes at a time; closes it."""
-    with fp:
-        while data := fp.read(chunk):
-            yield data
-
-
 def stream_files(
     boundary: str,
     items: Iterable[tuple[str, Callable[[], BinaryIO]]],

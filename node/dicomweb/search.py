@@ -6,7 +6,11 @@ matches -> PS3.18 Annex F objects.  All matching is the engine's.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import dataclasses
+import functools
+import itertools
+import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,11 +84,20 @@ def attribute_keyword(name: str) -> str:
     return name
 
 
+@functools.cache
 def _vr(keyword: str) -> str:
+    """The dictionary VR of *keyword* (cached: pydicom's lookup is slow per call)."""
     try:
         return dictionary_VR(keyword)
     except KeyError:
         return "UN"
+
+
+@functools.cache
+def _json_key(keyword: str) -> str | None:
+    """The 8-hex-digit JSON key of *keyword* (cached)."""
+    tag = tag_for_keyword(keyword)
+    return None if tag is None else f"{tag:08X}"
 
 
 def _non_negative(name: str, value: str) -> int:
@@ -164,15 +177,54 @@ def parse(resource: str, params: Iterable[tuple[str, str]], path_uids: dict[str,
     return Search(query, level, limit)
 
 
-def run(search: Search) -> tuple[list[dict[str, object]], bool]:
-    """The matches (at most the limit) and whether more were left out."""
+PAGE = 500  # matches read from the database per step when no limit bounds the answer
+
+
+def run(search: Search) -> tuple[Iterator[dict[str, object]], bool]:
+    """The matches and whether the limit left some out.
+
+    With a limit, at most limit + 1 rows are read, to tell whether more
+    exist.  Without one, matches are read a page at a time, each page whole
+    within one call: a database cursor must stay on the thread that opened
+    it, and a streaming response may resume on another worker thread.
+    QueryError is raised here, before any match is produced.
+    """
+    first = _page(search.query, search.query.offset, PAGE if search.limit is None else search.query.limit)
+    if search.limit is not None:
+        if len(first) > search.limit:
+            return iter(first[: search.limit]), True
+        return iter(first), False
+    return itertools.chain(first, _rest(search.query, len(first))), False
+
+
+def _page(query: engine.Query, offset: int, limit: int | None) -> list[dict[str, object]]:
     try:
-        matches = list(engine.run(search.query))
+        return list(engine.run(dataclasses.replace(query, offset=offset, limit=limit)))
     except engine.QueryError as exc:
         raise SearchError(str(exc)) from None
-    if search.limit is not None and len(matches) > search.limit:
-        return matches[: search.limit], True
-    return matches, False
+
+
+def _rest(query: engine.Query, got: int) -> Iterator[dict[str, object]]:
+    """The pages after the first (ids only grow, so paging by offset is stable for reading)."""
+    offset = query.offset + got
+    while got == PAGE:
+        page = _page(query, offset, PAGE)
+        yield from page
+        got = len(page)
+        offset += got
+
+
+def encode(
+    matches: Iterator[dict[str, object]], level: str, base_url: str, batch: int = 256
+) -> Iterator[bytes]:
+    """The JSON array of *matches*, produced *batch* objects at a time."""
+    yield b"["
+    first = True
+    while chunk := list(itertools.islice(matches, batch)):
+        text = ",".join(json.dumps(to_json(m, level, base_url), ensure_ascii=False) for m in chunk)
+        yield (text if first else "," + text).encode()
+        first = False
+    yield b"]"
 
 
 def _element(keyword: str, value: object) -> dict[str, Any]:
@@ -204,9 +256,9 @@ def to_json(match: dict[str, object], level: str, base_url: str) -> dict[str, An
     """One match as a DICOM JSON object, with RetrieveURL and InstanceAvailability."""
     out: dict[str, Any] = {}
     for keyword, value in match.items():
-        tag = tag_for_keyword(keyword)
-        if tag is not None:
-            out[f"{tag:08X}"] = _element(keyword, value)
+        key = _json_key(keyword)
+        if key is not None:
+            out[key] = _element(keyword, value)
     url = f"{base_url}/studies/{match['StudyInstanceUID']}"
     if level in ("SERIES", "IMAGE"):
         url += f"/series/{match['SeriesInstanceUID']}"

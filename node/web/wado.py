@@ -176,6 +176,7 @@ async def bulkdata(request: Request) -> Response:
         return error(404, str(exc))
     except BadTagPath as exc:
         return error(404, str(exc))
+    log.info("wado bulkdata %s/%s: %d bytes", _what(request), path, len(value))
     boundary = new_boundary()
     body = stream_parts(boundary, [(accept.OCTET_STREAM, value)])
     return StreamingResponse(body, media_type=content_type(accept.OCTET_STREAM, boundary))
