@@ -33,6 +33,7 @@ class Corpus:
     study_c: str = ""
     frames: list[bytes] = field(default_factory=list)
     jpeg_frames: list[bytes] = field(default_factory=list)
+    icc_profile: bytes = b""
 
     def in_study(self, study_uid: str) -> dict[str, Path]:
         study = {sop: dcmread(p, stop_before_pixels=True).StudyInstanceUID for sop, p in self.files.items()}
@@ -92,6 +93,9 @@ def build(folder: Path) -> Corpus:
         charset="ISO_IR 144",
         modality="CR",
     )
+    # A bulk element before the pixel data (deferred, never read for metadata).
+    c.icc_profile = bytes(range(256)) * 12
+    ds.ICCProfile = c.icc_profile
     add(ds, "c_cyrillic")
     return c
 

@@ -238,6 +238,12 @@ def test_retrieve_study_metadata_with_bulk_data_uris(client, http, filled):
         c.study_c, value(client.search_for_series(c.study_c)[0], "0020000E")
     )
     assert value(cyrillic, "00100010") == {"Alphabetic": "Иванов^Иван"}
+    assert value(cyrillic, "00280010") == 32
+    icc = cyrillic["00282000"]["BulkDataURI"]
+    assert icc.endswith("/bulkdata/00282000")
+    assert client.retrieve_bulkdata(icc) == [c.icc_profile]
+    r = http.get(icc.split("/dicom-web", 1)[1][:-8] + "7FE00011")
+    assert r.status_code == 404 and "no bulk data element" in r.json()["error"]
 
 
 def test_frames_of_native_and_encapsulated_pixel_data(client, http, filled):
