@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import BinaryIO
 
 log = logging.getLogger(__name__)
 
-CHUNK = 1024 * 1024  # bytes read from a file per step: memory stays bounded by this
+CHUNK = 1024 * 1024  # bytes per write step: memory stays bounded by about this much
 
 
 def new_boundary() -> str:
@@ -36,32 +38,62 @@ def closing(boundary: str) -> bytes:
     return f"--{boundary}--\r\n".encode()
 
 
-def stream_files(
-    boundary: str,
-    items: Iterable[tuple[str, Callable[[], BinaryIO]]],
-) -> Iterator[bytes]:
-    """A multipart body with one part per ``(content type, opener)``, read lazily.
+@dataclass(frozen=True)
+class FilePart:
+    """One part read from a file: its Content-Type, its size as indexed, how to open it."""
 
-    Each file is opened only when its part is reached, so a study of any
-    size needs one chunk of memory.  A file that cannot be opened once the
-    response has begun aborts the body (the status line is already sent):
-    a truncated multipart is detectable, a silently missing instance is not.
+    content_type: str
+    size: int
+    open: Callable[[], BinaryIO]
+
+
+def body_length(boundary: str, parts: Iterable[FilePart]) -> int:
+    """The exact length of ``stream_files(boundary, parts)`` (sent as Content-Length)."""
+    total = len(closing(boundary))
+    for part in parts:
+        total += len(part_header(boundary, part.content_type, part.size)) + part.size + 2
+    return total
+
+
+def stream_files(boundary: str, parts: Iterable[FilePart]) -> Iterator[bytes]:
+    """A multipart body with one part per file, each opened only when its part is reached.
+
+    A study of any size needs one chunk of memory.  The body length was
+    announced from the index, so a file that cannot be opened or whose size
+    changed since (replaced meanwhile) aborts the response: a truncated body
+    is detectable, a silently wrong one is not.
     """
-    pending = b""  # the previous part's CRLF, sent with the next header (fewer, larger writes)
-    for part_type, opener in items:
+    pieces: list[bytes] = []
+    held = 0
+    pending = b""  # the previous part's CRLF, sent with the next header
+    for part in parts:
         try:
-            fp = opener()
+            fp = part.open()
+            actual = os.fstat(fp.fileno()).st_size
+            if actual != part.size:
+                fp.close()
+                raise OSError(f"{fp.name}: {actual} bytes on disk, {part.size} in the index")
         except OSError:
             log.exception("cannot read a stored instance during a retrieve; aborting the response")
             raise
-        head = pending + part_header(boundary, part_type)
+        pieces.append(pending + part_header(boundary, part.content_type, part.size))
         with fp:
-            # The first chunk travels with the part header: a small instance is one write.
-            yield head + fp.read(CHUNK)
-            while data := fp.read(CHUNK):
-                yield data
+            left = part.size
+            while left:
+                data = fp.read(min(CHUNK, left))
+                if not data:
+                    raise OSError(f"{fp.name}: shorter than the {part.size} bytes indexed")
+                pieces.append(data)
+                held += len(data)
+                left -= len(data)
+                # Small instances are gathered into one write of about CHUNK bytes: each
+                # step costs a thread hop and an event-loop turn, whatever its size.
+                if held >= CHUNK:
+                    yield b"".join(pieces)
+                    pieces, held = [], 0
         pending = b"\r\n"
-    yield pending + closing(boundary)
+    pieces.append(pending + closing(boundary))
+    yield b"".join(pieces)
 
 
 def stream_parts(boundary: str, parts: Iterable[tuple[str, bytes]]) -> Iterator[bytes]:

@@ -22,7 +22,14 @@ from ..dicomweb import accept
 from ..dicomweb.frames import FrameError, open_frames, parse_frame_list
 from ..dicomweb.instances import NotFound, StoredInstance, find_instances
 from ..dicomweb.metadata import BadTagPath, bulk_value, instance_metadata
-from ..dicomweb.multipart_writer import content_type, new_boundary, stream_files, stream_parts
+from ..dicomweb.multipart_writer import (
+    FilePart,
+    body_length,
+    content_type,
+    new_boundary,
+    stream_files,
+    stream_parts,
+)
 from ..dicomweb.pixels import PIXEL_TAGS
 from ..store import InstanceStore
 
@@ -90,11 +97,16 @@ async def retrieve(request: Request) -> Response:
             headers={"Content-Disposition": f'attachment; filename="{name}.zip"'},
         )
     boundary = new_boundary()
-    parts = (
-        (f"{accept.DICOM}; transfer-syntax={i.transfer_syntax}", partial(store.open, i.path))
+    parts = [
+        FilePart(f"{accept.DICOM}; transfer-syntax={i.transfer_syntax}", i.size, partial(store.open, i.path))
         for i in instances
+    ]
+    # A known length spares the chunked framing (one copy less per chunk) and lets clients show progress.
+    return StreamingResponse(
+        stream_files(boundary, parts),
+        media_type=content_type(accept.DICOM, boundary),
+        headers={"Content-Length": str(body_length(boundary, parts))},
     )
-    return StreamingResponse(stream_files(boundary, parts), media_type=content_type(accept.DICOM, boundary))
 
 
 def _metadata_body(store: InstanceStore, instances: list[StoredInstance], base: str) -> Iterator[bytes]:
