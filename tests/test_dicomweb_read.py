@@ -186,6 +186,7 @@ def test_retrieve_study_is_byte_identical(http, client, filled):
     r = http.get(f"/studies/{c.study_a}")
     assert r.status_code == 200
     assert r.headers["content-type"].startswith('multipart/related; type="application/dicom"')
+    assert int(r.headers["content-length"]) == len(r.content)
     parts = split_multipart(r)
     sent = c.in_study(c.study_a)
     assert len(parts) == len(sent) == 5
