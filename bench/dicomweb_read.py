@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import random
 import subprocess
 import tempfile
@@ -91,19 +92,34 @@ def expect(count: int | None) -> Callable[[httpx.Response], None]:
     return check
 
 
-def throughput(client: httpx.Client, url: str, headers: dict[str, str], runs: int) -> tuple[float, int]:
-    """Median MB/s of streaming *url* (body read chunk by chunk, not kept); and its size."""
-    rates, size = [], 0
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process *pid* so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def fetch(client: httpx.Client, url: str, headers: dict[str, str], pid: int) -> tuple[float, float, int]:
+    """Stream *url* (body read chunk by chunk, not kept): MB/s, server CPU seconds, bytes."""
+    cpu0, t0, size = cpu_seconds(pid), time.perf_counter(), 0
+    with client.stream("GET", url, headers=headers) as r:
+        r.raise_for_status()
+        for chunk in r.iter_raw(1 << 20):
+            size += len(chunk)
+    return size / (time.perf_counter() - t0) / 1e6, cpu_seconds(pid) - cpu0, size
+
+
+def compare(runs: int, node: tuple, orthanc: tuple) -> list[tuple[float, float, int]]:
+    """Median (MB/s, server CPU s per GB, bytes) of each side, runs interleaved so both see the same load.
+
+    *node* and *orthanc* are (client, url, headers, pid); the first round is a warm-up.
+    """
+    results: list[list[tuple[float, float, int]]] = [[], []]
     for n in range(runs + 1):
-        t0 = time.perf_counter()
-        size = 0
-        with client.stream("GET", url, headers=headers) as r:
-            r.raise_for_status()
-            for chunk in r.iter_raw(1 << 20):
-                size += len(chunk)
-        if n:  # the first run is a warm-up
-            rates.append(size / (time.perf_counter() - t0) / 1e6)
-    return median(rates), size
+        for side, args in enumerate((node, orthanc)):
+            rate, cpu, size = fetch(*args)
+            if n:
+                results[side].append((rate, cpu / (size / 1e9), size))
+    return [(median([r[0] for r in rs]), median([r[1] for r in rs]), rs[0][2]) for rs in results]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -111,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--studies", type=int, default=10_000, help="tiny one-instance studies (default 10000)")
     p.add_argument("--queries", type=int, default=200, help="requests per QIDO query kind")
     p.add_argument("--ct", type=int, default=100, help="instances in the CT study retrieved by WADO-RS")
-    p.add_argument("--runs", type=int, default=5, help="timed WADO-RS retrieves per form")
+    p.add_argument("--runs", type=int, default=7, help="timed WADO-RS retrieves per form")
     p.add_argument("--workdir", type=Path, default=None)
     a = p.parse_args(argv)
     rng = random.Random(5)
@@ -185,20 +201,29 @@ def wado(
     study = match["0020000D"]["Value"][0]
     (found,) = httpx.post(f"{orthanc.url}/tools/lookup", content=study).json()
     warm(node.storage, orthanc.root / "db")
-    print(f"\nWADO-RS retrieve of a {a.ct}-instance CT study, median of {a.runs}", end="")
+    print(f"\nWADO-RS retrieve of a {a.ct}-instance CT study, median of {a.runs}, interleaved", end="")
     print(" (MB/s; ratio = node / Orthanc)")
-    node_mp, size = throughput(nc, f"/studies/{study}", {"Accept": MULTIPART_ANY}, a.runs)
-    orthanc_mp, osize = throughput(oc, f"/studies/{study}", {"Accept": MULTIPART_ANY}, a.runs)
+    url = f"/studies/{study}"
+    mp = {"Accept": MULTIPART_ANY}
+    (node_mp, node_cpu, size), (orthanc_mp, orthanc_cpu, osize) = compare(
+        a.runs, (nc, url, mp, node.proc.pid), (oc, url, mp, orthanc.proc.pid)
+    )
     print(rates_line("multipart", node_mp, orthanc_mp), f"({size / 1e6:.1f} / {osize / 1e6:.1f} MB)")
-    node_zip, zsize = throughput(nc, f"/studies/{study}", {"Accept": "application/zip"}, a.runs)
+    print(f"{'':<10} server CPU per GB: node {node_cpu:.2f} s, Orthanc {orthanc_cpu:.2f} s")
     with httpx.Client(base_url=orthanc.url, timeout=300) as rest:
-        orthanc_zip, ozsize = throughput(rest, f"/studies/{found['ID']}/archive", {}, a.runs)
+        (node_zip, node_cpu, zsize), (orthanc_zip, orthanc_cpu, ozsize) = compare(
+            a.runs,
+            (nc, url, {"Accept": "application/zip"}, node.proc.pid),
+            (rest, f"/studies/{found['ID']}/archive", {}, orthanc.proc.pid),
+        )
     # Rates of the uncompressed payload (archives differ in compression).
     node_rate, orthanc_rate = node_zip * size / zsize, orthanc_zip * osize / ozsize
     print(
         rates_line("zip", node_rate, orthanc_rate),
         f"(archives {zsize / 1e6:.1f} / {ozsize / 1e6:.1f} MB; rates of the DICOM payload)",
     )
+    node_cpu, orthanc_cpu = node_cpu * zsize / size, orthanc_cpu * ozsize / osize
+    print(f"{'':<10} server CPU per GB of DICOM payload: node {node_cpu:.2f} s, Orthanc {orthanc_cpu:.2f} s")
 
 
 def rates_line(form: str, node: float, orthanc: float) -> str:
