@@ -230,6 +230,12 @@ def supported_keys(level: str) -> frozenset[str]:
     return frozenset(k for k, a in _ATTRS.items() if a.level <= depth)
 
 
+def level_of(keyword: str) -> str | None:
+    """The level whose key *keyword* is (e.g. "STUDY" for AccessionNumber); None if not held."""
+    attr = _ATTRS.get(keyword)
+    return LEVELS[attr.level] if attr else None
+
+
 def unique_keys(query: Query) -> tuple[str, ...]:
     """The unique keys every match of *query* carries (its level's and those above, per model)."""
     depth = _level_index(query.level)

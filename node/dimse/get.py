@@ -1,0 +1,45 @@
+"""Query/Retrieve C-GET SCP: matching instances C-STOREd back on the requester's association."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+from ..context import NodeContext
+from ..index.query import QueryError
+from .associations import stats
+from .retrieve import (
+    IDENTIFIER_DOES_NOT_MATCH,
+    Progress,
+    refused,
+    requested_instances,
+    suboperations,
+    summary,
+    too_many,
+)
+
+log = logging.getLogger(__name__)
+
+
+def handle_get(event, ctx: NodeContext) -> Iterator[Progress]:
+    """EVT_C_GET: the stored bytes of every matching instance, sent as C-STORE sub-operations.
+
+    The requester must have proposed each SOP class with the SCP role
+    (SCP/SCU role selection); an instance whose class it did not accept
+    counts as a failed sub-operation.
+    """
+    stats(event.assoc).count("get")
+    try:
+        items = requested_instances(event, ctx.store)
+    except QueryError as exc:
+        yield refused(IDENTIFIER_DOES_NOT_MATCH, str(exc))
+        return
+    if (refusal := too_many(items, "C-GET")) is not None:
+        yield refusal
+        return
+    final = None
+    for progress in suboperations(event, event.assoc, items, what="C-GET"):
+        final = progress
+        yield progress
+    if final is not None:
+        log.info("C-GET from %s: %s", event.assoc.requestor.ae_title, summary(final))
