@@ -6,13 +6,13 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
 from ..context import NodeContext
-from . import export, health, stow
+from . import export, health, qido, stow, wado
 from .auth import BearerToken
 
 
 def create_app(ctx: NodeContext) -> Starlette:
     """The ASGI app serving *ctx*."""
-    routes = [*health.routes, *stow.routes, *export.routes]
+    routes = [*health.routes, *stow.routes, *qido.routes, *wado.routes, *export.routes]
     middleware = []
     if ctx.settings.http.token:
         middleware.append(Middleware(BearerToken, token=ctx.settings.http.token))
