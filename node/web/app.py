@@ -7,13 +7,14 @@ from starlette.middleware import Middleware
 
 from ..context import NodeContext
 from . import export, health, qido, stow, wado
+from .access_log import RequestLog
 from .auth import BearerToken
 
 
 def create_app(ctx: NodeContext) -> Starlette:
     """The ASGI app serving *ctx*."""
     routes = [*health.routes, *stow.routes, *qido.routes, *wado.routes, *export.routes]
-    middleware = []
+    middleware = [Middleware(RequestLog)]
     if ctx.settings.http.token:
         middleware.append(Middleware(BearerToken, token=ctx.settings.http.token))
     app = Starlette(routes=routes, middleware=middleware)

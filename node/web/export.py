@@ -14,8 +14,6 @@
 
 from __future__ import annotations
 
-import logging
-
 from starlette.concurrency import run_in_threadpool
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
@@ -25,8 +23,7 @@ from starlette.routing import Route
 from ..export.accession import InvalidAccession
 from ..export.service import Answer, Kind
 from ..index.jobs import INTERNAL
-
-log = logging.getLogger("node.web.export")
+from .access_log import note
 
 
 def _respond(request: Request, answer: Answer, *, download: bool) -> Response:
@@ -54,17 +51,10 @@ async def _handle(request: Request, raw: str | None, *, download: bool) -> Respo
     try:
         answer = await run_in_threadpool(operation, raw)
     except InvalidAccession as exc:
-        log.info("%s %s: 400 %s", request.method, request.url.path, exc)
+        note(request, str(exc))
         return JSONResponse({"error": str(exc), "accession": raw}, status_code=400)
     response = _respond(request, answer, download=download)
-    log.info(
-        "%s %s accession %r: %d %s",
-        request.method,
-        request.url.path,
-        answer.accession,
-        response.status_code,
-        (answer.job or {}).get("state", answer.kind.value),
-    )
+    note(request, f"accession {answer.accession!r}: {(answer.job or {}).get('state', answer.kind.value)}")
     return response
 
 

@@ -8,28 +8,14 @@ from the database cursor.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
-
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from ..dicomweb import accept, search
+from .access_log import note
 from .wado import dicomweb_base, error
-
-log = logging.getLogger("node.web.qido")
-
-
-def _logged(body: Iterator[bytes], request: Request, truncated: bool) -> Iterator[bytes]:
-    """Pass *body* through and log the request's one line once it has been sent."""
-    size = 0
-    for chunk in body:
-        size += len(chunk)
-        yield chunk
-    more = " (truncated by limit)" if truncated else ""
-    log.info("qido %s?%s: %d bytes%s", request.url.path, request.url.query, size, more)
 
 
 def endpoint(resource: str):
@@ -43,17 +29,17 @@ def endpoint(resource: str):
         except accept.NotAcceptable as exc:
             return error(406, str(exc))
         except search.SearchError as exc:
-            log.info("qido %s?%s: 400 %s", request.url.path, request.url.query, exc)
+            note(request, str(exc))
             return error(400, str(exc))
         headers = {}
         if truncated:
+            note(request, f"truncated at the limit of {parsed.limit}")
             headers["Warning"] = (
                 f'299 {request.url.hostname}: "There are more matches than the limit of {parsed.limit}:'
                 ' ask again with a larger offset"'
             )
         body = search.encode(matches, parsed.level, dicomweb_base(request))
-        logged = _logged(body, request, truncated)
-        return StreamingResponse(logged, media_type=accept.DICOM_JSON, headers=headers)
+        return StreamingResponse(body, media_type=accept.DICOM_JSON, headers=headers)
 
     return handle
 

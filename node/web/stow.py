@@ -38,7 +38,6 @@ from the bulk data (e.g. Rows from the JPEG header).
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import threading
 import time
@@ -67,9 +66,8 @@ from ..ingest import (
     read_header,
 )
 from ..uids import valid_uid
+from .access_log import note
 from .multipart import BodyError, BodySpooler, Part, parse_media_type
-
-log = logging.getLogger("node.web.stow")
 
 StowError = BodyError
 
@@ -192,16 +190,11 @@ async def receive(
         for future in flushes:
             await asyncio.wrap_future(future)
         await run_in_threadpool(spooler.cleanup)
-    log.info(
-        "STOW-RS from %s: %d parts, %d stored, %d failed, %.1f MB in %.2fs (body %.2fs, store %.2fs)",
-        request.client.host if request.client else "?",
-        result.parts,
-        len(result.stored),
-        len(result.failed),
-        result.body_bytes / 1e6,
-        time.monotonic() - started,
-        spooled - started,
-        time.monotonic() - spooled,
+    note(
+        request,
+        f"{result.parts} parts, {len(result.stored)} stored, {len(result.failed)} failed, "
+        f"{result.body_bytes / 1e6:.1f} MB "
+        f"(body {spooled - started:.2f}s, store {time.monotonic() - spooled:.2f}s)",
     )
     return result
 
@@ -574,7 +567,7 @@ async def store_instances(request: Request) -> Response:
     try:
         result = await receive(request, request.path_params.get("study"))
     except StowError as exc:
-        log.info("STOW-RS refused (%d): %s", exc.status, exc.message)
+        note(request, exc.message)
         return error_response(exc)
     return stow_response(result, base_url(request))
 

@@ -8,7 +8,6 @@ core modules read.  Files are read in a worker thread, chunk by chunk.
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Iterator
 from functools import partial
 
@@ -32,8 +31,7 @@ from ..dicomweb.multipart_writer import (
 )
 from ..dicomweb.pixels import PIXEL_TAGS
 from ..store import InstanceStore
-
-log = logging.getLogger("node.web.wado")
+from .access_log import note
 
 
 def error(status: int, message: str) -> JSONResponse:
@@ -66,24 +64,19 @@ async def _lookup(request: Request) -> list[StoredInstance]:
     return await run_in_threadpool(find_instances, p["study"], p.get("series"), p.get("instance"))
 
 
-def _what(request: Request) -> str:
-    p = request.path_params
-    return "/".join(p[k] for k in ("study", "series", "instance") if k in p)
-
-
 async def retrieve(request: Request) -> Response:
     """Study, series or instance as multipart/related application/dicom, or as a ZIP."""
     try:
         instances = await _lookup(request)
         form = accept.choose_instances(request.headers.get("accept"), {i.transfer_syntax for i in instances})
     except NotFound as exc:
-        log.info("wado %s: 404 %s", _what(request), exc)
+        note(request, str(exc))
         return error(404, str(exc))
     except accept.NotAcceptable as exc:
-        log.info("wado %s: 406 %s", _what(request), exc)
+        note(request, str(exc))
         return error(406, str(exc))
     store: InstanceStore = request.app.state.ctx.store
-    log.info("wado %s: %d instance(s) as %s", _what(request), len(instances), form)
+    note(request, f"{len(instances)} instance(s) as {form}")
     if form == "zip":
         level = request.app.state.ctx.settings.export.compression
         entries = (
@@ -124,12 +117,12 @@ async def metadata(request: Request) -> Response:
         accept.choose_json(request.headers.get("accept"))
         instances = await _lookup(request)
     except NotFound as exc:
-        log.info("wado metadata %s: 404 %s", _what(request), exc)
+        note(request, str(exc))
         return error(404, str(exc))
     except accept.NotAcceptable as exc:
         return error(406, str(exc))
     store: InstanceStore = request.app.state.ctx.store
-    log.info("wado metadata %s: %d instance(s)", _what(request), len(instances))
+    note(request, f"{len(instances)} instance(s)")
     body = _metadata_body(store, instances, dicomweb_base(request))
     return StreamingResponse(body, media_type=accept.DICOM_JSON)
 
@@ -155,7 +148,7 @@ async def _frames_response(request: Request, numbers: list[int] | None, part_typ
         return error(406, str(exc))
     except FrameError as exc:
         return error(exc.status, str(exc))
-    log.info("wado frames %s: %d frame(s)", _what(request), len(numbers))
+    note(request, f"{len(numbers)} frame(s)")
     boundary = new_boundary()
     body = stream_parts(boundary, ((part_type, frame) for frame in reader.frames(numbers)))
     return StreamingResponse(body, media_type=content_type(part_type.split(";")[0], boundary))
@@ -188,7 +181,7 @@ async def bulkdata(request: Request) -> Response:
         return error(404, str(exc))
     except BadTagPath as exc:
         return error(404, str(exc))
-    log.info("wado bulkdata %s/%s: %d bytes", _what(request), path, len(value))
+    note(request, f"bulk data {path}: {len(value)} bytes")
     boundary = new_boundary()
     body = stream_parts(boundary, [(accept.OCTET_STREAM, value)])
     return StreamingResponse(body, media_type=content_type(accept.OCTET_STREAM, boundary))
