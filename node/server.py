@@ -17,6 +17,7 @@ import uvicorn
 from .config import Settings
 from .context import NodeContext, open_context
 from .dimse import ae as dimse_ae
+from .remotes.forwarder import Forwarder
 from .store import use_store_tempdir
 from .web.app import create_app
 
@@ -57,6 +58,9 @@ def serve(settings: Settings) -> int:
     ctx: NodeContext = open_context(settings)
     ctx.store.discard_temp()
     use_store_tempdir(ctx.store)
+    forwarder = Forwarder(ctx)
+    forwarder.install()
+    forwarder.start()
 
     dimse_server = dimse_ae.start(ctx)
     closed = threading.Event()
@@ -68,8 +72,10 @@ def serve(settings: Settings) -> int:
             threading.Thread(target=dimse_server.shutdown, name="dimse-shutdown").start()
 
     h = settings.http
+    app = create_app(ctx)
+    app.state.forwarder = forwarder
     config = uvicorn.Config(
-        create_app(ctx),
+        app,
         host=h.host,
         port=h.port,
         log_config=None,
@@ -94,6 +100,7 @@ def serve(settings: Settings) -> int:
     server.run()
     stop_listening()
     _drain(dimse_server, ASSOCIATION_GRACE_S)
+    forwarder.stop()
     ctx.db.close()
     if not server.started:
         log.error("HTTP server could not start on %s:%d", h.host, h.port)

@@ -7,12 +7,14 @@ from starlette.middleware import Middleware
 
 from ..context import NodeContext
 from . import health
+from . import remotes as remotes_routes
 from .auth import BearerToken
 
 
 def create_app(ctx: NodeContext) -> Starlette:
     """The ASGI app serving *ctx*."""
     routes = [*health.routes]
+    routes += remotes_routes.routes
     middleware = []
     if ctx.settings.http.token:
         middleware.append(Middleware(BearerToken, token=ctx.settings.http.token))
