@@ -119,7 +119,29 @@ def open_association(
     sock = assoc.dul.socket.socket if assoc.dul.socket else None
     if sock is not None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    _keep_responses_for_the_caller(assoc)
     return assoc
+
+
+def _keep_responses_for_the_caller(assoc: Association) -> None:
+    """Hand a response taken by pynetdicom's reactor thread back to the waiting sender.
+
+    pynetdicom pauses its reactor around ``send_c_store``, but the pause can
+    race (pydicom/pynetdicom#875): the reactor then takes the C-STORE response
+    off the queue, logs "Received unexpected C-STORE service message" and
+    drops it, and the sender waits out the DIMSE timeout on a healthy
+    association.  A response is never a request for us to serve, so put it
+    back in the queue where ``send_c_store`` is waiting for it.
+    """
+    serve = assoc._serve_request
+
+    def serve_or_return(msg, context_id: int) -> None:
+        if not msg.is_valid_request and msg.is_valid_response:
+            assoc.dimse.msg_queue.put((context_id, msg))
+            return
+        serve(msg, context_id)
+
+    assoc._serve_request = serve_or_return  # type: ignore[method-assign]
 
 
 def _accepted_syntaxes(assoc: Association, sop_class: str) -> set[str]:
