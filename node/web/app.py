@@ -6,13 +6,14 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
 from ..context import NodeContext
-from . import health
+from . import health, stow
 from .auth import BearerToken
 
 
 def create_app(ctx: NodeContext) -> Starlette:
     """The ASGI app serving *ctx*."""
     routes = [*health.routes]
+    routes += stow.routes
     middleware = []
     if ctx.settings.http.token:
         middleware.append(Middleware(BearerToken, token=ctx.settings.http.token))
