@@ -36,7 +36,7 @@ _INFLATE_STEP = 1024 * 1024
 # RFC 2046 bchars, plus the space that may not end a boundary.
 _BOUNDARY_RE = re.compile(r"^[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]$")
 _TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
-_PARAM_RE = re.compile(rf"\s*;\s*({_TOKEN})\s*=\s*(?:\"((?:[^\"\\]|\\.)*)\"|({_TOKEN}|[^;\s]*))")
+_PARAM_RE = re.compile(rf"\s*;\s*({_TOKEN})\s*=\s*(?:\"((?:[^\"\\]|\\.)*)\"|([^;\s\"]*))")
 
 
 class BodyError(Exception):
