@@ -18,3 +18,9 @@ def valid_uid(value: object) -> bool:
 def new_uid() -> str:
     """A new UID in the 2.25 (UUID-derived) form of PS3.5 B.2."""
     return f"2.25.{uuid.uuid4().int}"
+
+
+# File meta of instances the node builds itself (STOW-RS from JSON/XML + bulk
+# data). A fixed UID of the 2.25 form, generated once for this project.
+IMPLEMENTATION_CLASS_UID = "2.25.271947127343460934573337263542385498305"
+IMPLEMENTATION_VERSION_NAME = "DICOM_NODE_01"

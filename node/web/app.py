@@ -6,7 +6,8 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
 from ..context import NodeContext
-from . import health
+from . import forward as forward_routes
+from . import health, stow
 from . import remotes as remotes_routes
 from .auth import BearerToken
 
@@ -14,7 +15,9 @@ from .auth import BearerToken
 def create_app(ctx: NodeContext) -> Starlette:
     """The ASGI app serving *ctx*."""
     routes = [*health.routes]
+    routes += stow.routes
     routes += remotes_routes.routes
+    routes += forward_routes.routes
     middleware = []
     if ctx.settings.http.token:
         middleware.append(Middleware(BearerToken, token=ctx.settings.http.token))

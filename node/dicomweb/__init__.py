@@ -1,0 +1,1 @@
+"""DICOMweb data models and instance building (no HTTP here: node.web holds the endpoints)."""
