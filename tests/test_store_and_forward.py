@@ -12,12 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 from pydicom import dcmread
-from pydicom.dataset import Dataset
 from pydicom.uid import MRImageStorage, generate_uid
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
-from pynetdicom.sop_class import CTImageStorage
 
 from bench.corpus import make_dataset, write, write_corpus
+from tests.forward_peers import RefusingSCP
 from tests.harness import Orthanc, StoreSCP, dataset_bytes, dcmtk, free_port, orthanc_available
 
 
@@ -45,34 +43,6 @@ def remotes(node) -> dict[str, dict]:
     r = httpx.get(f"{node.url}/remotes", headers=node.auth_headers(), timeout=10)
     r.raise_for_status()
     return {item["name"]: item for item in r.json()["remotes"]}
-
-
-class RefusingSCP:
-    """A pynetdicom storage SCP in the test: CT only, answering *status* to every C-STORE."""
-
-    def __init__(self, ae_title: str = "REFUSER", status: int = 0xA900) -> None:
-        self.ae_title = ae_title
-        self.port = free_port()
-        self.status = status
-        self.received: list[str] = []
-        ae = AE(ae_title=ae_title)
-        ae.add_supported_context(CTImageStorage, ALL_TRANSFER_SYNTAXES)
-        self.server = ae.start_server(
-            ("127.0.0.1", self.port), block=False, evt_handlers=[(evt.EVT_C_STORE, self._store)]
-        )
-
-    def _store(self, event) -> Dataset:
-        rsp = Dataset()
-        rsp.Status = self.status
-        if self.status == 0:
-            self.received.append(str(event.request.AffectedSOPInstanceUID))
-        return rsp
-
-    def remote(self, name: str = "refuser", **extra) -> dict:
-        return {"name": name, "ae_title": self.ae_title, "host": "127.0.0.1", "port": self.port, **extra}
-
-    def stop(self) -> None:
-        self.server.shutdown()
 
 
 @pytest.fixture
@@ -189,7 +159,12 @@ def test_permanent_refusals_are_recorded_then_retried_on_request(node_factory, t
             make_dataset(study_uid=study, series_uid=series, sop_class_uid=MRImageStorage),
             tmp_path / "in/mr.dcm",
         )
-        storescu(node, tmp_path / "in")
+        # Alone, the MR finds no presentation context at all (the association is refused
+        # for want of one): a permanent refusal too, not an outage to wait out.
+        storescu(node, mr)
+        wait_until("the MR refused", lambda: remotes(node)["refuser"]["failed"] == 1)
+        assert remotes(node)["refuser"]["next_retry"] is None
+        storescu(node, *ct)
 
         wait_until("4 failed rows", lambda: remotes(node)["refuser"]["failed"] == 4)
         report = remotes(node)["refuser"]

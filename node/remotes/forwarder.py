@@ -32,7 +32,16 @@ from ..context import NodeContext
 from ..index import outbox
 from ..index.models import utcnow
 from ..index.outbox import DONE, FAILED, PENDING, Queued, Settlement
-from .sender import Outgoing, Peer, SendError, Sent, contexts_for, open_association, store_one
+from .sender import (
+    NoAcceptedContext,
+    Outgoing,
+    Peer,
+    SendError,
+    Sent,
+    contexts_for,
+    open_association,
+    store_one,
+)
 
 log = logging.getLogger("node.forward")
 
@@ -191,6 +200,13 @@ class ForwardWorker(threading.Thread):
     ) -> list[Settlement]:
         try:
             link = self._association(items)
+        except NoAcceptedContext as exc:
+            # Reachable, but it takes none of these: a permanent refusal of the whole batch.
+            self._note_error(str(exc))
+            log.warning(
+                "forwarding to %s: %d instance(s) refused for good: %s", self.remote.name, len(batch), exc
+            )
+            return [Settlement(q, FAILED, error=str(exc)) for q in batch]
         except SendError as exc:
             self._remote_down(str(exc))
             return []

@@ -27,7 +27,7 @@ from ..context import NodeContext
 from ..index.models import Instance
 from ..ingest import PROCESSING_FAILURE, Source, Status
 from ..remotes.forwarder import is_accepted
-from ..remotes.sender import Peer, SendError, Sent, outgoing, send_batch
+from ..remotes.sender import NoAcceptedContext, Peer, SendError, Sent, outgoing, send_batch
 from .stow import InstanceResult, StowError, base_url, error_response, receive, stow_response
 
 log = logging.getLogger("node.web.forward")
@@ -50,7 +50,13 @@ def _relay(ctx: NodeContext, remote: Remote, scu: str, stored: Sequence[Instance
         by_uid[r.outcome.sop_instance_uid] = r  # the same instance twice in a body goes once
     rows = Instance.select().where(Instance.sop_uid.in_(list(by_uid)))
     items = [outgoing(ctx.store, row) for row in rows]
-    sent = send_batch(Peer(remote.ae_title, remote.host, remote.port), scu, items)
+    try:
+        sent = send_batch(Peer(remote.ae_title, remote.host, remote.port), scu, items)
+    except NoAcceptedContext as exc:
+        # Reachable, but it takes none of these SOP classes: every instance refused.
+        return Relay(
+            [], [_refused(r, remote, None, (SOP_CLASS_NOT_SUPPORTED, str(exc))) for r in by_uid.values()]
+        )
     answered = {s.item.sop_uid: s for s in sent}
     if items and not any(s.status is not None for s in sent) and not any(_no_context(s) for s in sent):
         # The association opened but broke before a single answer.
@@ -71,8 +77,12 @@ def _no_context(s: Sent) -> bool:
     return s.status is None and ("accepted no context" in s.error or "does not accept" in s.error)
 
 
-def _refused(result: InstanceResult, remote: Remote, s: Sent | None) -> InstanceResult:
-    if s is None:
+def _refused(
+    result: InstanceResult, remote: Remote, s: Sent | None, given: tuple[int, str] | None = None
+) -> InstanceResult:
+    if given is not None:
+        code, why = given
+    elif s is None:
         code, why = PROCESSING_FAILURE, "not sent: the association ended before this instance"
     elif s.status is None:
         code = SOP_CLASS_NOT_SUPPORTED if _no_context(s) else PROCESSING_FAILURE
