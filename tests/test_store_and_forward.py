@@ -99,7 +99,7 @@ def test_remote_killed_during_the_send_gets_everything_after_it_returns(node_fac
     scp = StoreSCP(folder).start()
     try:
         node = node_factory(remotes=[scp.remote(forward=True)]).start()
-        sent = write_corpus(tmp_path / "corpus", studies=1, instances=120)
+        sent = write_corpus(tmp_path / "corpus", studies=1, instances=60)
         pusher = storescu(node, tmp_path / "corpus", background=True)
         wait_until("a first file at the remote", lambda: len(scp.files()) >= 5)
         scp.stop(signal.SIGKILL)
@@ -108,7 +108,7 @@ def test_remote_killed_during_the_send_gets_everything_after_it_returns(node_fac
         wait_until("the outage to be seen", lambda: remotes(node)["storescp"]["last_error"] is not None)
         report = remotes(node)["storescp"]
         assert report["pending"] > 0 and report["next_retry"] is not None
-        assert node.count() == 120
+        assert node.count() == 60
 
         scp = StoreSCP(folder, port=scp.port).start()
         wait_until("every instance at the remote", lambda: sop_uids(scp.files()) >= sop_uids(sent), 90)
