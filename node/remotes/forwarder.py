@@ -48,6 +48,8 @@ log = logging.getLogger("node.forward")
 BATCH_SIZE = 64
 BACKOFF_MIN_S = 1.0
 BACKOFF_MAX_S = 300.0
+FLUSH_ROWS = 256  # answers saved to the outbox at least every this many rows
+FLUSH_S = 1.0  # ... or this many seconds
 MAX_ATTEMPTS = 5  # failure answers (not outages) before a row is given up
 IDLE_RELEASE_S = 2.0  # keep the association this long after the queue empties
 POLL_S = 5.0  # safety net: rows queued by another process (import, --retry)
@@ -131,23 +133,39 @@ class ForwardWorker(threading.Thread):
     # -- the loop ------------------------------------------------------------
 
     def run(self) -> None:
-        settled: list[Settlement] = []
+        # Answers not yet written to the outbox.  They are written in groups
+        # (every FLUSH_ROWS rows or FLUSH_S seconds, and before any wait), so
+        # that forwarding adds few commits beside the ingest path's; a crash
+        # before the write only means those instances are sent again.
+        unsaved: list[Settlement] = []
+        since = 0.0
         while True:
             try:
                 if self._stopping.is_set():
-                    outbox.settle_and_fetch(self.remote.name, settled, 0)
+                    self._save(unsaved)
                     break
                 wait = self._backoff_left()
                 if wait > 0:
-                    # Flush what was settled before resting.
-                    settled = self._flush(settled)
+                    unsaved = self._save(unsaved)
                     self._stopping.wait(wait)
                     continue
                 self._wake.clear()
-                batch = outbox.settle_and_fetch(self.remote.name, settled, BATCH_SIZE)
-                settled = []
+                flush = len(unsaved) >= FLUSH_ROWS or (unsaved and time.monotonic() - since >= FLUSH_S)
+                if flush:
+                    batch = outbox.settle_and_fetch(self.remote.name, unsaved, BATCH_SIZE)
+                    unsaved = []
+                else:
+                    # Rows answered but not yet saved still read as pending: skip them.
+                    answered = {s.row.id for s in unsaved}
+                    fetched = outbox.settle_and_fetch(self.remote.name, (), BATCH_SIZE + len(answered))
+                    batch = [q for q in fetched if q.id not in answered][:BATCH_SIZE]
                 if batch:
-                    settled = self._send(batch)
+                    if not unsaved:
+                        since = time.monotonic()
+                    unsaved += self._send(batch)
+                    continue
+                if unsaved:
+                    unsaved = self._save(unsaved)
                     continue
                 self._idle()
             except Exception:  # noqa: BLE001 - the worker must outlive a bad moment
@@ -158,7 +176,7 @@ class ForwardWorker(threading.Thread):
         self._close()
         self.ctx.db.close()
 
-    def _flush(self, settled: list[Settlement]) -> list[Settlement]:
+    def _save(self, settled: list[Settlement]) -> list[Settlement]:
         if settled:
             outbox.settle_and_fetch(self.remote.name, settled, 0)
         return []
