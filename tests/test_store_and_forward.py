@@ -137,13 +137,42 @@ def test_queue_survives_a_node_restart_and_drains(node_factory, tmp_path):
         assert remotes(node)["late"]["forwarded"] == 10
 
 
-def test_imported_instances_are_forwarded(node_factory, storescp, tmp_path):
+def test_imported_and_stow_instances_are_forwarded(node_factory, storescp, tmp_path):
     node = node_factory(remotes=[storescp.remote(forward=True)]).start()
-    write_corpus(tmp_path / "corpus", studies=1, instances=4)
+    imported = write_corpus(tmp_path / "corpus", studies=1, instances=4)
     result = node.cli("import", "-q", str(tmp_path / "corpus"))
     assert result.returncode == 0, result.stderr
     # Queued by another process: the worker finds the rows on its next look.
     wait_until("4 files at the remote", lambda: len(storescp.files()) == 4)
+
+    stowed = write_corpus(tmp_path / "stow", studies=1, instances=2)
+    body = b"".join(b"\r\n--B\r\nContent-Type: application/dicom\r\n\r\n" + p.read_bytes() for p in stowed)
+    r = httpx.post(
+        f"{node.url}/dicom-web/studies",
+        content=body + b"\r\n--B--\r\n",
+        headers={"Content-Type": 'multipart/related; type="application/dicom"; boundary=B'},
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    wait_until("6 files at the remote", lambda: sop_uids(storescp.files()) == sop_uids(imported + stowed))
+
+
+def test_a_full_remote_is_waited_for_not_given_up(node_factory, tmp_path):
+    full = RefusingSCP("FULL", status=0xA700)
+    try:
+        node = node_factory(remotes=[full.remote("full", forward=True)]).start()
+        sent = write_corpus(tmp_path / "corpus", studies=1, instances=3)
+        storescu(node, tmp_path / "corpus")
+        wait_until("the refusal to be seen", lambda: remotes(node)["full"]["last_error"] is not None)
+        report = remotes(node)["full"]
+        assert "out of resources" in report["last_error"] and "0xA700" in report["last_error"]
+        assert report["pending"] == 3 and report["failed"] == 0 and report["next_retry"] is not None
+
+        full.status = 0x0000  # space freed at the remote
+        wait_until("3 instances at the remote", lambda: sorted(full.received) == sorted(sop_uids(sent)))
+        wait_until("queue drained", lambda: remotes(node)["full"]["forwarded"] == 3)
+    finally:
+        full.stop()
 
 
 def test_permanent_refusals_are_recorded_then_retried_on_request(node_factory, tmp_path):

@@ -11,9 +11,10 @@ A row is settled only from the remote's answer:
   ``failed`` at once, kept for ``dicom-node forward --retry``;
 - any other failure status -> pending again after a per-row back-off, and
   ``failed`` after :data:`MAX_ATTEMPTS` such answers;
-- no answer at all (remote down, association refused or broken) -> the row
-  stays pending untouched and the whole worker backs off exponentially
-  (1 s doubling to 5 min) before it tries again.
+- no answer at all (remote down, association refused or broken) or "out of
+  resources" (0xA7xx) -> the row stays pending untouched and the whole
+  worker backs off exponentially (1 s doubling to 5 min) before it tries
+  again.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ MAX_REMEMBERED_CLASSES = 64  # SOP classes proposed again on a reopened associat
 # C-STORE failures that will not change by sending again (PS3.4 B.2.3, PS3.7 C).
 PERMANENT_STATUSES = {0x0122, 0x0124, 0x0117, 0x0111}
 WARNING_STATUSES = {0x0107, 0x0116}
+OUT_OF_RESOURCES = 0xA700  # 0xA7xx: the remote is full for now, not refusing this instance
 
 
 def is_permanent(status: int) -> bool:
@@ -242,6 +244,11 @@ class ForwardWorker(threading.Thread):
                     # A kept association may have been closed by the peer while idle.
                     return self._send_items(batch, items, retry_fresh=False)
                 self._remote_down(sent.error or "association lost")
+                break
+            if sent.status is not None and sent.status & 0xFF00 == OUT_OF_RESOURCES:
+                # The remote is full: wait like for an outage; the row keeps its attempts.
+                comment = f" ({sent.error})" if sent.error else ""
+                self._remote_down(f"out of resources, status 0x{sent.status:04X}{comment}")
                 break
             settlement = self._judge(q, sent)
             link.counts[settlement.state] = link.counts.get(settlement.state, 0) + 1
