@@ -226,3 +226,70 @@ def test_import_and_check_repair(node_factory, tmp_path):
     assert "repaired" in result.stdout
     node.start()
     assert node.count() == 20  # 19 left + the stray one re-indexed
+
+
+def test_association_cut_mid_instance_leaves_nothing(node):
+    """A peer that vanishes halfway through a data set: no row, no file, no temp file."""
+    import struct
+
+    from pydicom.dataset import Dataset
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    ae = AE(ae_title="CUTTER")
+    ae.add_requested_context(CTImageStorage, "1.2.840.10008.1.2.1")
+    assoc = ae.associate("127.0.0.1", node.dicom_port, ae_title=NODE_AE)
+    assert assoc.is_established
+    context_id = assoc.accepted_contexts[0].context_id
+    cmd = Dataset()
+    cmd.AffectedSOPClassUID = CTImageStorage
+    cmd.CommandField = 0x0001
+    cmd.MessageID = 1
+    cmd.Priority = 0
+    cmd.CommandDataSetType = 0x0000
+    cmd.AffectedSOPInstanceUID = generate_uid()
+    fp = DicomBytesIO()
+    fp.is_implicit_VR = True
+    fp.is_little_endian = True
+    write_dataset(fp, cmd)
+    body = fp.getvalue()
+    command = struct.pack("<HHII", 0, 0, 4, len(body)) + body
+
+    def pdu(control: int, data: bytes) -> bytes:
+        pdv = struct.pack(">IBB", len(data) + 2, context_id, control) + data
+        return struct.pack(">BBI", 0x04, 0, len(pdv)) + pdv
+
+    sock = assoc.dul.socket.socket
+    sock.sendall(pdu(0x03, command) + pdu(0x00, b"\x08\x00\x16\x00" + b"\x00" * 5000))
+    time.sleep(0.5)
+    assoc.abort()
+    deadline = time.monotonic() + 10
+    while any((node.storage / ".tmp").iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any((node.storage / ".tmp").iterdir())
+    assert node.count() == 0
+    assert dcmtk("echoscu", "-aec", NODE_AE, "127.0.0.1", str(node.dicom_port)).returncode == 0
+
+
+def test_fragmented_ct_instances_byte_identical(node_factory, tmp_path):
+    """Small PDUs both ways: the node's own limit and the sender's; every fragment lands in order."""
+    node = node_factory(dicom={"max_pdu": 16384}).start()
+    sent = write_corpus(tmp_path / "ct", studies=1, series=1, instances=3, size="ct")
+    dcmtk(
+        "storescu",
+        "-aec",
+        NODE_AE,
+        "--max-send-pdu",
+        "4096",
+        "--max-pdu",
+        "4096",
+        "+sd",
+        "+r",
+        "127.0.0.1",
+        str(node.dicom_port),
+        str(tmp_path / "ct"),
+    )
+    assert node.count() == 3
+    for path in sent:
+        sop_uid = dcmread(path, stop_before_pixels=True).SOPInstanceUID
+        assert dataset_bytes(stored_path(node, sop_uid)) == dataset_bytes(path)

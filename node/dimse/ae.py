@@ -8,16 +8,21 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, _config, evt
 from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification
 
+from .. import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from ..context import NodeContext
-from . import associations, storage
+from . import associations, fast_store, storage, tuning
 
 # Received data sets are spooled to a file by pynetdicom (bounded memory for
 # any instance size) and that file is what the ingest path moves into place.
 _config.STORE_RECV_CHUNKED_DATASET = True
 # Instances sent by C-GET / C-MOVE / forwarding go out as the stored bytes.
 _config.STORE_SEND_CHUNKED_DATASET = True
+# pynetdicom's own per-PDU narration costs CPU on every message; our association line suffices.
+_config.LOG_HANDLER_LEVEL = "none"
 _config.LOG_REQUEST_IDENTIFIERS = False
 _config.LOG_RESPONSE_IDENTIFIERS = False
+tuning.apply()
+fast_store.install()
 
 
 def set_nodelay(sock: socket.socket) -> None:
@@ -32,6 +37,8 @@ def build_ae(ctx: NodeContext) -> AE:
     """The AE that listens on ``[dicom].port``: echo, storage (and Q/R when present)."""
     s = ctx.settings.dicom
     ae = AE(ae_title=s.ae_title)
+    ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
+    ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
     ae.maximum_pdu_size = s.max_pdu
     ae.acse_timeout = s.acse_timeout
     ae.dimse_timeout = s.dimse_timeout
@@ -56,6 +63,8 @@ def handlers(ctx: NodeContext) -> list:
         *associations.handlers(),
         (evt.EVT_C_ECHO, _echo),
         (evt.EVT_C_STORE, storage.handle_store, [ctx]),
+        (evt.EVT_CONN_OPEN, storage.handle_conn_open, [ctx]),
+        (evt.EVT_CONN_CLOSE, storage.handle_conn_close),
     ]
 
 

@@ -1,11 +1,20 @@
-"""Storage SCP: C-STORE requests into the ingest path."""
+"""Storage SCP: received C-STORE data sets into the ingest path.
+
+Normally :mod:`node.dimse.fast_store` takes the C-STORE-RQs of associations
+our server accepts; pynetdicom's EVT_C_STORE (``handle_store``) remains for
+anything that reaches pynetdicom's own storage service.  Both call
+:func:`store_received`.
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from pydicom.dataset import Dataset
 
 from ..context import NodeContext
 from ..ingest import Source, ingest_file
+from . import fast_store
 from .associations import stats
 
 
@@ -15,20 +24,36 @@ def error_comment(reason: str) -> str:
     return cleaned[:64]
 
 
-def handle_store(event, ctx: NodeContext) -> Dataset:
-    """EVT_C_STORE: ingest the spooled data set; answer success only once it is durable."""
-    calling = event.assoc.requestor.ae_title
+def store_received(ctx: NodeContext, assoc, path: Path) -> tuple[int, str]:
+    """Ingest a spooled Part-10 file received on *assoc*; return (DIMSE status, ErrorComment)."""
+    calling = assoc.requestor.ae_title
     # An instance sent by a known remote (e.g. the answer to our C-MOVE) is
     # tagged with it, so that store-and-forward never sends it back there.
     remote = ctx.settings.remote_by_ae(calling)
     source = Source("dimse", calling_aet=calling, remote=remote.name if remote else "")
-    outcome = ingest_file(ctx.store, event.dataset_path, source, take=True)
-    status = Dataset()
+    outcome = ingest_file(ctx.store, path, source, take=True)
     if outcome.ok:
-        status.Status = 0x0000
-        stats(event.assoc).count(outcome.status.value)
-    else:
-        status.Status = outcome.failure_code
-        status.ErrorComment = error_comment(outcome.reason)
-        stats(event.assoc).count("failed")
-    return status
+        stats(assoc).count(outcome.status.value)
+        return 0x0000, ""
+    stats(assoc).count("failed")
+    return outcome.failure_code, error_comment(outcome.reason)
+
+
+def handle_store(event, ctx: NodeContext) -> Dataset:
+    """EVT_C_STORE: ingest the spooled data set; answer success only once it is durable."""
+    status, comment = store_received(ctx, event.assoc, Path(event.dataset_path))
+    rsp = Dataset()
+    rsp.Status = status
+    if comment:
+        rsp.ErrorComment = comment
+    return rsp
+
+
+def handle_conn_open(event, ctx: NodeContext) -> None:
+    """EVT_CONN_OPEN: put the association's C-STOREs on the fast path."""
+    fast_store.enable(event.assoc, lambda assoc, path: store_received(ctx, assoc, path), ctx.store.temp_path)
+
+
+def handle_conn_close(event) -> None:
+    """EVT_CONN_CLOSE: an instance cut off mid-transfer leaves no temp file behind."""
+    fast_store.discard(event.assoc)
