@@ -107,6 +107,12 @@ def _assoc_wait(assoc: Association) -> None:
     with q.not_empty:
         if not q._qsize():
             q.not_empty.wait(_ASSOC_IDLE_WAIT_S)
+        if q._qsize():
+            # put() notifies one waiter.  If that was this reactor, pass the
+            # wake-up on: an SCU thread blocked in get() for its response
+            # (send_c_store of C-MOVE, C-GET, forwarding) would otherwise
+            # sleep until the DIMSE/network timeout.
+            q.not_empty.notify()
 
 
 class _Clock:
