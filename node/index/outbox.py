@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import peewee
 
 from ..ingest import Source, index_hooks
-from .db import write_transaction
+from .db import database, write_transaction
 from .models import BaseModel, Instance, utcnow
 
 PENDING = "pending"
@@ -50,8 +50,25 @@ class OutboxEntry(BaseModel):
 # -- enqueueing (inside the ingest transaction) ------------------------------
 
 
+# One statement per (instance, remote): it runs inside every indexing
+# transaction, where building the peewee query would cost more than the SQL.
+# ON CONFLICT .. DO UPDATE is understood by SQLite (>= 3.24) and PostgreSQL.
+_SQL_ENQUEUE = (
+    'INSERT INTO "outbox" ("instance_id", "remote", "state", "generation", "attempts", "error",'
+    ' "created_at", "updated_at") VALUES (?, ?, ?, 1, 0, \'\', ?, ?)'
+    ' ON CONFLICT ("instance_id", "remote") DO UPDATE SET "state" = excluded."state",'
+    ' "generation" = "outbox"."generation" + 1, "attempts" = 0, "not_before" = NULL,'
+    ' "status" = NULL, "error" = \'\', "updated_at" = excluded."updated_at"'
+)
+
+
 class OutboxHook:
-    """Ingest hook: queue each stored instance for every forwarding remote but its source."""
+    """Ingest hook: queue each stored instance for every forwarding remote but its source.
+
+    A row already there for (instance, remote) is re-armed rather than
+    doubled: pending again, with a new generation so that a copy being
+    sent right now does not settle it.
+    """
 
     def __init__(self, remotes: Iterable[str], notify: Callable[[str], None] | None = None) -> None:
         self.remotes = tuple(remotes)
@@ -59,34 +76,11 @@ class OutboxHook:
 
     def __call__(self, instance: Instance, source: Source) -> None:
         now = utcnow()
+        db = database.obj
         for name in self.remotes:
             if name == source.remote:
                 continue  # never send an instance back where it came from
-            (
-                OutboxEntry.insert(
-                    instance=instance.id,
-                    remote=name,
-                    state=PENDING,
-                    generation=1,
-                    attempts=0,
-                    error="",
-                    created_at=now,
-                    updated_at=now,
-                )
-                .on_conflict(
-                    conflict_target=[OutboxEntry.instance, OutboxEntry.remote],
-                    update={
-                        OutboxEntry.state: PENDING,
-                        OutboxEntry.generation: OutboxEntry.generation + 1,
-                        OutboxEntry.attempts: 0,
-                        OutboxEntry.not_before: None,
-                        OutboxEntry.status: None,
-                        OutboxEntry.error: "",
-                        OutboxEntry.updated_at: now,
-                    },
-                )
-                .execute()
-            )
+            db.execute_sql(_SQL_ENQUEUE, [instance.id, name, PENDING, now, now])
             if self.notify:
                 # Still inside the transaction: the worker's next read takes
                 # the write lock first, so it waits for this commit.
