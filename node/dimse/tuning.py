@@ -104,15 +104,22 @@ def _dul_wait(provider: DULServiceProvider, seconds: float) -> None:
 def _assoc_wait(assoc: Association) -> None:
     """Block until a decoded DIMSE message is queued for this association (or the wait ends)."""
     q = assoc.dimse.msg_queue
-    with q.not_empty:
-        if not q._qsize():
-            q.not_empty.wait(_ASSOC_IDLE_WAIT_S)
-        if q._qsize():
-            # put() notifies one waiter.  If that was this reactor, pass the
-            # wake-up on: an SCU thread blocked in get() for its response
-            # (send_c_store of C-MOVE, C-GET, forwarding) would otherwise
-            # sleep until the DIMSE/network timeout.
-            q.not_empty.notify()
+    # Waiting here the reactor touches nothing, so it counts as paused: the
+    # send_c_*() methods spin until the reactor pauses before they send, and
+    # would otherwise wait out this whole wait on every request.
+    assoc._is_paused = True
+    try:
+        with q.not_empty:
+            if not q._qsize():
+                q.not_empty.wait(_ASSOC_IDLE_WAIT_S)
+            if q._qsize():
+                # put() notifies one waiter.  If that was this reactor, pass the
+                # wake-up on: an SCU thread blocked in get() for its response
+                # (send_c_store of C-MOVE, C-GET, forwarding) would otherwise
+                # sleep until the DIMSE/network timeout.
+                q.not_empty.notify()
+    finally:
+        assoc._is_paused = False
 
 
 class _Clock:
