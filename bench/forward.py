@@ -10,7 +10,9 @@ Each round, alternately:
 - node: a fresh node with that kind of ``storescp`` as a ``forward = true``
   remote; ``storescu`` sends the corpus to the node; time from the start
   to the moment the last file exists at the remote (its ``forwarded`` count
-  in ``GET /remotes`` is checked afterwards).
+  in ``GET /remotes`` is checked afterwards);
+- node alone: a fresh node without remotes, for what forwarding costs
+  beside the node's own (durable) ingest.
 
 Prints instances/s and MB/s (median of the rounds), the ratio node /
 reference, and the forwarding latency per instance (arrival at the remote
@@ -62,6 +64,18 @@ def reference_round(work: Path, corpus: Path, n: int) -> float:
         if count_files(scp.folder) != n:
             raise RuntimeError(f"storescp holds {count_files(scp.folder)} files, expected {n}")
     return elapsed
+
+
+def ingest_round(work: Path, corpus: Path) -> float:
+    """The node alone (no remote): seconds for storescu to store the corpus in it."""
+    root = work / "alone"
+    node = RunningNode(root, node_config(root)).start()
+    try:
+        t0 = time.perf_counter()
+        storescu(node.ae_title, node.dicom_port, corpus)
+        return time.perf_counter() - t0
+    finally:
+        node.stop()
 
 
 def node_round(work: Path, corpus: Path, n: int, timeout: float = 600) -> tuple[float, float, list[float]]:
@@ -120,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
         paths = write_corpus(corpus, studies=1, series=1, instances=a.instances, size=a.size)
         mb = sum(p.stat().st_size for p in paths) / 1e6
         print(f"corpus: {len(paths)} {a.size} instances, {mb:.0f} MB")
-        ref_times, node_times, received_times, latencies = [], [], [], []
+        ref_times, node_times, received_times, alone_times, latencies = [], [], [], [], []
         for r in range(a.rounds):
             work = base / f"round{r}"
             warm(paths)
@@ -128,6 +142,9 @@ def main(argv: list[str] | None = None) -> None:
             shutil.rmtree(work, ignore_errors=True)
             warm(paths)
             elapsed, received, lat = node_round(work, corpus, len(paths))
+            shutil.rmtree(work, ignore_errors=True)
+            warm(paths)
+            alone_times.append(ingest_round(work, corpus))
             node_times.append(elapsed)
             received_times.append(received)
             latencies += lat
@@ -135,7 +152,8 @@ def main(argv: list[str] | None = None) -> None:
             print(
                 f"round {r + 1}: storescu->storescp {len(paths) / ref_times[-1]:.1f} inst/s, "
                 f"storescu->node->storescp {len(paths) / elapsed:.1f} inst/s "
-                f"(all stored in the node after {received:.2f}s, at the remote after {elapsed:.2f}s)"
+                f"(all stored in the node after {received:.2f}s, at the remote after {elapsed:.2f}s); "
+                f"node alone {len(paths) / alone_times[-1]:.1f} inst/s"
             )
         n = len(paths)
         ref, node = median(ref_times), median(node_times)
@@ -143,9 +161,11 @@ def main(argv: list[str] | None = None) -> None:
             ("storescu -> storescp (reference)", ref),
             ("storescu -> node -> storescp", node),
             ("  of which storescu -> node", median(received_times)),
+            ("storescu -> node, no remote", median(alone_times)),
         )
         for label, t in rows:
             print(f"{label:34} {n / t:8.1f} inst/s {mb / t:8.1f} MB/s  (median {t:.2f}s)")
+        print(f"forwarding cost: node->storescp / node alone {median(alone_times) / node:8.2f}")
         print(f"ratio node / reference            {ref / node:8.2f}  (target >= 0.7)")
         print(
             f"forwarding latency (remote arrival - node receipt): median {median(latencies) * 1000:.0f} ms, "
