@@ -87,13 +87,18 @@ def _dul_wait(provider: DULServiceProvider, seconds: float) -> None:
     if wake is None or sock is None or sock.fileno() < 0:
         time.sleep(seconds)
         return
-    if not provider.to_provider_queue.empty():
-        return
+    # Set before looking at the queue: _send_pdu writes a wake-up byte only
+    # while this is set (not one system call per PDU of a C-STORE).
+    provider._node_waiting = True
     try:
+        if not provider.to_provider_queue.empty():
+            return
         ready, _, _ = select.select([sock, wake[0]], [], [], _DUL_IDLE_WAIT_S)
     except (OSError, ValueError):
         time.sleep(seconds)
         return
+    finally:
+        provider._node_waiting = False
     if wake[0] in ready:
         try:
             wake[0].recv(4096)
@@ -158,7 +163,7 @@ def _run_reactor(self: DULServiceProvider) -> None:
 def _send_pdu(self: DULServiceProvider, primitive) -> None:
     _original_send_pdu(self, primitive)
     wake = getattr(self, "_node_wake", None)
-    if wake is not None:
+    if wake is not None and getattr(self, "_node_waiting", False):
         try:
             wake[1].send(b"\0")
         except OSError:

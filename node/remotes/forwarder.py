@@ -167,7 +167,12 @@ class ForwardWorker(threading.Thread):
                     unsaved += self._send(batch)
                     continue
                 if unsaved:
-                    unsaved = self._save(unsaved)
+                    # Nothing more to send yet: save when the group is due, not per instance.
+                    left = FLUSH_S - (time.monotonic() - since)
+                    if left <= 0:
+                        unsaved = self._save(unsaved)
+                    else:
+                        self._wake.wait(left)
                     continue
                 self._idle()
             except Exception:  # noqa: BLE001 - the worker must outlive a bad moment
