@@ -223,3 +223,14 @@ def test_json_metadata_body_is_built_then_forwarded(gw, tmp_path):
     (sent,) = [p for p in pacs.files() if sop_uid(p) == uid]
     ds = dcmread(sent)
     assert bytes(ds.EncapsulatedDocument).rstrip(b"\0") == pdf.rstrip(b"\0")
+
+
+def test_large_instances_to_a_remote_taking_small_pdus_arrive_byte_identical(node_factory, tmp_path):
+    with StoreSCP(tmp_path / "pacs", ae_title="SMALLPDU", extra=("-pdu", "4096")).start() as pacs:
+        node = node_factory(remotes=[pacs.remote("small")]).start()
+        paths = write_corpus(tmp_path / "c", studies=1, instances=3, size="ct")
+        r = post_forward(node, "SCU", "SMALLPDU", dicom_body(paths))
+        assert r.status_code == 200, r.text
+        at_remote = {sop_uid(p): p for p in pacs.files()}
+        for path in paths:
+            assert dataset_bytes(at_remote[sop_uid(path)]) == dataset_bytes(path)

@@ -23,6 +23,8 @@ from pynetdicom import AE, build_context
 from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext
 
+from . import fast_send
+
 log = logging.getLogger(__name__)
 
 UNCOMPRESSED = {
@@ -131,6 +133,8 @@ def open_association(
     if sock is not None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     _keep_responses_for_the_caller(assoc)
+    # We requested it and only we send on it: C-STOREs may bypass pynetdicom's DUL.
+    assoc._node_fast_send = True
     return assoc
 
 
@@ -155,6 +159,14 @@ def _keep_responses_for_the_caller(assoc: Association) -> None:
     assoc._serve_request = serve_or_return  # type: ignore[method-assign]
 
 
+def _context_id(assoc: Association, sop_class: str, transfer_syntax: str) -> int:
+    return next(
+        cx.context_id
+        for cx in assoc.accepted_contexts
+        if cx.abstract_syntax == sop_class and cx.transfer_syntax and cx.transfer_syntax[0] == transfer_syntax
+    )
+
+
 def _accepted_syntaxes(assoc: Association, sop_class: str) -> set[str]:
     return {
         cx.transfer_syntax[0]
@@ -175,7 +187,20 @@ def store_one(
     if not accepted:
         return Sent(item, None, f"the peer accepted no context for SOP class {item.sop_class_uid}")
     try:
-        if item.transfer_syntax in accepted:
+        offset = fast_send.dataset_offset(item.path) if getattr(assoc, "_node_fast_send", False) else None
+        if item.transfer_syntax in accepted and offset is not None:
+            # Stored bytes as they are, written straight to the socket (fast_send.py).
+            rsp = fast_send.send_c_store_file(
+                assoc,
+                item.path,
+                _context_id(assoc, item.sop_class_uid, item.transfer_syntax),
+                item.sop_class_uid,
+                item.sop_uid,
+                offset,
+                originator_ae=originator_ae,
+                originator_id=originator_id,
+            )
+        elif item.transfer_syntax in accepted:
             # Stored bytes as they are: pynetdicom streams the file's data set.
             rsp = assoc.send_c_store(
                 item.path, originator_aet=originator_ae or None, originator_id=originator_id
