@@ -144,8 +144,12 @@ def _settle(settlements: Sequence[Settlement], now: dt.datetime) -> None:
         ).execute()
 
 
-def settle_and_fetch(remote: str, settlements: Sequence[Settlement], limit: int) -> list[Queued]:
+def settle_and_fetch(
+    remote: str, settlements: Sequence[Settlement], limit: int, after_id: int = 0
+) -> list[Queued]:
     """Record *settlements*, then return up to *limit* rows due for *remote*, oldest first.
+
+    *after_id* skips rows up to that id (those already sent, answer not yet saved).
 
     One write transaction does both: it also makes the read wait for any
     ingest transaction that has just queued a row and woken the worker.
@@ -169,6 +173,7 @@ def settle_and_fetch(remote: str, settlements: Sequence[Settlement], limit: int)
             .where(
                 (OutboxEntry.remote == remote)
                 & (OutboxEntry.state == PENDING)
+                & (OutboxEntry.id > after_id)
                 & (OutboxEntry.not_before.is_null() | (OutboxEntry.not_before <= now))
             )
             .order_by(OutboxEntry.id)

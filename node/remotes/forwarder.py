@@ -34,6 +34,7 @@ from ..index import outbox
 from ..index.models import utcnow
 from ..index.outbox import DONE, FAILED, PENDING, Queued, Settlement
 from .sender import (
+    UNCOMPRESSED,
     NoAcceptedContext,
     Outgoing,
     Peer,
@@ -101,6 +102,16 @@ class _Link:
     counts: dict[str, int] = field(default_factory=dict)
 
 
+def _has_context(assoc: Association, item: Outgoing) -> bool:
+    """The remote accepted a context this item can go over (its own syntax, or a fallback)."""
+    syntaxes = {
+        cx.transfer_syntax[0] for cx in assoc.accepted_contexts if cx.abstract_syntax == item.sop_class_uid
+    }
+    return item.transfer_syntax in syntaxes or bool(
+        item.transfer_syntax in UNCOMPRESSED and syntaxes & UNCOMPRESSED
+    )
+
+
 def _wanted(item: Outgoing) -> tuple[str, str]:
     return (item.sop_class_uid, item.transfer_syntax)
 
@@ -157,10 +168,10 @@ class ForwardWorker(threading.Thread):
                     batch = outbox.settle_and_fetch(self.remote.name, unsaved, BATCH_SIZE)
                     unsaved = []
                 else:
-                    # Rows answered but not yet saved still read as pending: skip them.
-                    answered = {s.row.id for s in unsaved}
-                    fetched = outbox.settle_and_fetch(self.remote.name, (), BATCH_SIZE + len(answered))
-                    batch = [q for q in fetched if q.id not in answered][:BATCH_SIZE]
+                    # Rows answered but not yet saved still read as pending: read past them
+                    # (rows are sent in id order; an older row due again waits for the save).
+                    after = max((s.row.id for s in unsaved), default=0)
+                    batch = outbox.settle_and_fetch(self.remote.name, (), BATCH_SIZE, after_id=after)
                 if batch:
                     if not unsaved:
                         since = time.monotonic()
@@ -242,8 +253,10 @@ class ForwardWorker(threading.Thread):
                 continue
             sent = store_one(link.assoc, item)
             link.last_used = time.monotonic()
-            if sent.status is None and not link.assoc.is_established:
-                # The association broke: no answer for this instance.
+            if sent.status is None and (not link.assoc.is_established or _has_context(link.assoc, item)):
+                # No answer although it could be sent: the association broke (pynetdicom
+                # may not have marked it yet).
+                link.assoc.abort()
                 self._close()
                 if retry_fresh and not settled:
                     # A kept association may have been closed by the peer while idle.
