@@ -52,6 +52,7 @@ BACKOFF_MIN_S = 1.0
 BACKOFF_MAX_S = 300.0
 FLUSH_ROWS = 256  # answers saved to the outbox at least every this many rows
 FLUSH_S = 1.0  # ... or this many seconds
+LINGER_S = 0.02  # after a short batch, wait this long for more rows
 MAX_ATTEMPTS = 5  # failure answers (not outages) before a row is given up
 IDLE_RELEASE_S = 2.0  # keep the association this long after the queue empties
 POLL_S = 5.0  # safety net: rows queued by another process (import, --retry)
@@ -176,6 +177,10 @@ class ForwardWorker(threading.Thread):
                     if not unsaved:
                         since = time.monotonic()
                     unsaved += self._send(batch)
+                    if len(batch) < BATCH_SIZE:
+                        # Instances are trickling in: let a few gather so that the
+                        # per-batch work (a transaction, a query) is shared.
+                        self._stopping.wait(LINGER_S)
                     continue
                 if unsaved:
                     # Nothing more to send yet: save when the group is due, not per instance.
