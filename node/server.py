@@ -17,6 +17,7 @@ import uvicorn
 from .config import Settings
 from .context import NodeContext, open_context
 from .dimse import ae as dimse_ae
+from .export.service import ExportService
 from .remotes.forwarder import Forwarder
 from .store import use_store_tempdir
 from .web.app import create_app
@@ -63,17 +64,21 @@ def serve(settings: Settings) -> int:
     forwarder.start()
 
     dimse_server = dimse_ae.start(ctx)
+    exports = ExportService(ctx)
+    exports.start()
     closed = threading.Event()
 
     def stop_listening() -> None:
         if not closed.is_set():
             closed.set()
+            exports.request_stop()
             # shutdown() blocks until serve_forever returns: do it off the signal handler.
             threading.Thread(target=dimse_server.shutdown, name="dimse-shutdown").start()
 
     h = settings.http
     app = create_app(ctx)
     app.state.forwarder = forwarder
+    app.state.exports = exports
     config = uvicorn.Config(
         app,
         host=h.host,
@@ -99,6 +104,7 @@ def serve(settings: Settings) -> int:
     )
     server.run()
     stop_listening()
+    exports.stop()
     _drain(dimse_server, ASSOCIATION_GRACE_S)
     forwarder.stop()
     ctx.db.close()

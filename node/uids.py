@@ -20,7 +20,8 @@ def new_uid() -> str:
     return f"2.25.{uuid.uuid4().int}"
 
 
-# File meta of instances the node builds itself (STOW-RS from JSON/XML + bulk
-# data). A fixed UID of the 2.25 form, generated once for this project.
+# Identifies this software in association negotiation and in the file meta of
+# every Part-10 file it writes (PS3.7 D.3.3.2, PS3.10 7.1). A fixed UID of the
+# 2.25 form, generated once for this project.
 IMPLEMENTATION_CLASS_UID = "2.25.271947127343460934573337263542385498305"
 IMPLEMENTATION_VERSION_NAME = "DICOM_NODE_01"

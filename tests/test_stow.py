@@ -140,6 +140,7 @@ def test_json_metadata_with_jpeg_bulk_becomes_encapsulated_pixel_data(shared, mo
     study = generate_uid()
     metadata = [
         {
+            "00020010": {"vr": "UI", "Value": ["1.2.840.10008.1.2.1"]},  # file meta: ignored
             "00080020": {"vr": "DA"},  # empty attributes are legal
             "00080060": {"vr": "CS", "Value": ["OT"]},
             "00100010": {"vr": "PN", "Value": [{"Alphabetic": "PHOTO^JPEG"}]},
@@ -162,6 +163,7 @@ def test_json_metadata_with_jpeg_bulk_becomes_encapsulated_pixel_data(shared, mo
     assert item["00081150"]["Value"] == ["1.2.840.10008.5.1.4.1.1.7"]  # Secondary Capture
     ds = dcmread(stored_file(shared, sop))
     assert ds.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.50"
+    assert 0x00020010 not in ds  # the sender's file meta did not leak into the data set
     assert (ds.Rows, ds.Columns) == (48, 64)
     assert (ds.SamplesPerPixel, ds.PhotometricInterpretation) == (samples, photometric)
     assert (ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation) == (8, 8, 7, 0)
@@ -388,3 +390,62 @@ def test_token_required_except_health(node_factory, tmp_path):
     assert node.count() == 1
     client = DICOMwebClient(url=node.url + "/dicom-web", headers={"Authorization": "Bearer s3cret"})
     assert len(client.store_instances([dcmread(path)]).ReferencedSOPSequence) == 1
+
+
+def mpeg2_stream(width: int, height: int) -> bytes:
+    """A stand-in MPEG-2 elementary stream: pack header, sequence header, filler."""
+    seq = b"\x00\x00\x01\xb3" + bytes([width >> 4, ((width & 0xF) << 4) | (height >> 8), height & 0xFF])
+    return b"\x00\x00\x01\xba" + b"\x44" * 10 + seq + b"\x13\xff\xff\xe0" + b"\x00" * 301
+
+
+@pytest.mark.parametrize(
+    ("ctype", "data", "syntax"),
+    [
+        ("video/mpeg", mpeg2_stream(720, 576), "1.2.840.10008.1.2.4.100"),
+        ("video/mp4", b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 501, "1.2.840.10008.1.2.4.102"),
+    ],
+)
+def test_video_bulk_becomes_encapsulated_video(shared, ctype, data, syntax):
+    metadata = [
+        {
+            "00280008": {"vr": "IS", "Value": [25]},
+            "00280010": {"vr": "US", "Value": [576]},
+            "00280011": {"vr": "US", "Value": [720]},
+            "7FE00010": {"vr": "OB", "BulkDataURI": "movie"},
+        }
+    ]
+    body = multipart(
+        [
+            ({"Content-Type": "application/dicom+json"}, json.dumps(metadata).encode()),
+            ({"Content-Type": ctype, "Content-Location": "movie"}, data),
+        ]
+    )
+    r = post(shared, body, content_type("application/dicom+json"))
+    assert r.status_code == 200, r.text
+    (item,) = referenced_items(r.json())
+    ds = dcmread(stored_file(shared, item["00081155"]["Value"][0]))
+    assert ds.file_meta.TransferSyntaxUID == syntax
+    assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.77.1.4.1"
+    assert (ds.Rows, ds.Columns, ds.NumberOfFrames) == (576, 720, 25)
+    fragments = b"".join(generate_frames(ds.PixelData, number_of_frames=1))
+    assert fragments[: len(data)] == data
+
+
+def test_bad_metadata_and_generic_part10(shared, tmp_path):
+    (path,) = write_corpus(tmp_path / "c", studies=1, series=1, instances=1)
+    body = multipart(
+        [
+            ({"Content-Type": "application/dicom+json"}, b"[{not json"),
+            ({"Content-Type": "application/dicom+xml"}, b"<NativeDicomModel><DicomAttribute"),
+            # A Part-10 file sent as application/octet-stream is still taken.
+            ({"Content-Type": "application/octet-stream"}, path.read_bytes()),
+        ]
+    )
+    r = post(shared, body, content_type("application/dicom+json"))
+    assert r.status_code == 202, r.text
+    body = r.json()
+    assert [f["00081197"]["Value"] for f in failed_items(body)] == [[0xC901], [0xC901]]
+    assert "not valid JSON" in failed_items(body)[0]["00000902"]["Value"][0]
+    assert "not well-formed XML" in failed_items(body)[1]["00000902"]["Value"][0]
+    (item,) = referenced_items(body)
+    assert item["00081155"]["Value"] == [dcmread(path, stop_before_pixels=True).SOPInstanceUID]

@@ -1,1 +1,2 @@
-"""DICOMweb data models and instance building (no HTTP here: node.web holds the endpoints)."""
+"""DICOMweb core, free of Starlette: data models, instances built from bulk data (STOW-RS),
+and what WADO-RS and QIDO-RS read (node.web holds the endpoints)."""

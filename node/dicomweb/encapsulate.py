@@ -32,7 +32,8 @@ from pydicom.filebase import DicomFileLike
 from pydicom.filewriter import write_dataset, write_file_meta_info
 from pydicom.uid import ExplicitVRLittleEndian
 
-from ..uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, new_uid
+from ..part10 import file_meta
+from ..uids import new_uid
 from .json_model import BulkRef
 
 # FailureReason / WarningReason values (PS3.18 Table 10.5.3-1 and dcm4chee's).
@@ -277,6 +278,9 @@ def build_instance(
             del ds[ref.tag]
         streams.append(stream)
 
+    # File meta elements sent in the metadata are not data set elements: the meta is ours.
+    for tag in [elem.tag for elem in ds if elem.tag.group == 0x0002]:
+        del ds[tag]
     if "SOPClassUID" not in ds or not ds.SOPClassUID:
         raise BuildError(0xA900, "missing SOPClassUID (and no bulk data to infer it from)")
     _default(ds, "SOPInstanceUID", new_uid())
@@ -285,12 +289,7 @@ def build_instance(
     # JSON and XML text is Unicode: say so unless the sender named a character set.
     _default(ds, "SpecificCharacterSet", "ISO_IR 192")
 
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    meta.TransferSyntaxUID = transfer_syntax
-    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
-    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
+    meta = file_meta(ds.SOPClassUID, ds.SOPInstanceUID, transfer_syntax)
 
     path = new_temp()
     try:

@@ -8,9 +8,9 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, _config, evt
 from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification
 
-from .. import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from ..context import NodeContext
-from . import associations, fast_store, storage, tuning
+from ..uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from . import associations, fast_store, qr, storage, tuning
 
 # Received data sets are spooled to a file by pynetdicom (bounded memory for
 # any instance size) and that file is what the ingest path moves into place.
@@ -49,6 +49,7 @@ def build_ae(ctx: NodeContext) -> AE:
     ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
     for cx in AllStoragePresentationContexts:
         ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+    qr.add_contexts(ae)
     return ae
 
 
@@ -65,6 +66,7 @@ def handlers(ctx: NodeContext) -> list:
         (evt.EVT_C_STORE, storage.handle_store, [ctx]),
         (evt.EVT_CONN_OPEN, storage.handle_conn_open, [ctx]),
         (evt.EVT_CONN_CLOSE, storage.handle_conn_close),
+        *qr.handlers(ctx),
     ]
 
 

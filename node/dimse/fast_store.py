@@ -23,12 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from pydicom.dataset import FileMetaDataset
-from pydicom.filewriter import write_file_meta_info
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.pdu_primitives import P_DATA
 
-from .. import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from ..part10 import file_meta, header_bytes
 
 log = logging.getLogger(__name__)
 
@@ -112,23 +110,6 @@ def store_response_pdu(
     return struct.pack(">BBI", 0x04, 0x00, len(pdv)) + pdv
 
 
-def _file_meta(sop_class: str, sop_instance: str, transfer_syntax: str, calling_ae: str) -> bytes:
-    from io import BytesIO
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = sop_instance
-    meta.TransferSyntaxUID = transfer_syntax
-    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
-    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
-    if calling_ae:
-        meta.SourceApplicationEntityTitle = calling_ae
-    buf = BytesIO()
-    buf.write(b"\0" * 128 + b"DICM")
-    write_file_meta_info(buf, meta, enforce_standard=True)
-    return buf.getvalue()
-
-
 def _start(provider: DIMSEServiceProvider, state: _State, context_id: int, command: dict[int, bytes]):
     assoc = provider.assoc
     cx = assoc._accepted_cx.get(context_id)
@@ -138,7 +119,9 @@ def _start(provider: DIMSEServiceProvider, state: _State, context_id: int, comma
     sop_instance = _uid(command.get(0x1000, b""))
     path = state.temp_path()
     fh = path.open("wb")
-    fh.write(_file_meta(sop_class, sop_instance, cx.transfer_syntax[0], assoc.requestor.ae_title))
+    fh.write(
+        header_bytes(file_meta(sop_class, sop_instance, cx.transfer_syntax[0], assoc.requestor.ae_title))
+    )
     return _Incoming(context_id, _us(command.get(0x0110)) or 0, sop_class, sop_instance, path, fh)
 
 

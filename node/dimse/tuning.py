@@ -87,18 +87,13 @@ def _dul_wait(provider: DULServiceProvider, seconds: float) -> None:
     if wake is None or sock is None or sock.fileno() < 0:
         time.sleep(seconds)
         return
-    # Set before looking at the queue: _send_pdu writes a wake-up byte only
-    # while this is set (not one system call per PDU of a C-STORE).
-    provider._node_waiting = True
+    if not provider.to_provider_queue.empty():
+        return
     try:
-        if not provider.to_provider_queue.empty():
-            return
         ready, _, _ = select.select([sock, wake[0]], [], [], _DUL_IDLE_WAIT_S)
     except (OSError, ValueError):
         time.sleep(seconds)
         return
-    finally:
-        provider._node_waiting = False
     if wake[0] in ready:
         try:
             wake[0].recv(4096)
@@ -108,23 +103,22 @@ def _dul_wait(provider: DULServiceProvider, seconds: float) -> None:
 
 def _assoc_wait(assoc: Association) -> None:
     """Block until a decoded DIMSE message is queued for this association (or the wait ends)."""
+    if getattr(assoc, "_node_send_only", False):
+        # The DIMSE queue of an association we opened to send belongs to the
+        # sending thread (node.remotes.sender): sleep rather than compete with
+        # it for the queue's wake-ups (each one costs the sender a thread switch).
+        time.sleep(_ASSOC_IDLE_WAIT_S)
+        return
     q = assoc.dimse.msg_queue
-    # Waiting here the reactor touches nothing, so it counts as paused: the
-    # send_c_*() methods spin until the reactor pauses before they send, and
-    # would otherwise wait out this whole wait on every request.
-    assoc._is_paused = True
-    try:
-        with q.not_empty:
-            if not q._qsize():
-                q.not_empty.wait(_ASSOC_IDLE_WAIT_S)
-            if q._qsize():
-                # put() notifies one waiter.  If that was this reactor, pass the
-                # wake-up on: an SCU thread blocked in get() for its response
-                # (send_c_store of C-MOVE, C-GET, forwarding) would otherwise
-                # sleep until the DIMSE/network timeout.
-                q.not_empty.notify()
-    finally:
-        assoc._is_paused = False
+    with q.not_empty:
+        if not q._qsize():
+            q.not_empty.wait(_ASSOC_IDLE_WAIT_S)
+        if q._qsize():
+            # put() wakes one waiter: if it woke this reactor while a sender
+            # thread is blocked in get() on the same queue (send_c_store on an
+            # association we requested), pass the wake-up on, or that sender
+            # sleeps until the DIMSE timeout.
+            q.not_empty.notify()
 
 
 class _Clock:
@@ -163,7 +157,7 @@ def _run_reactor(self: DULServiceProvider) -> None:
 def _send_pdu(self: DULServiceProvider, primitive) -> None:
     _original_send_pdu(self, primitive)
     wake = getattr(self, "_node_wake", None)
-    if wake is not None and getattr(self, "_node_waiting", False):
+    if wake is not None:
         try:
             wake[1].send(b"\0")
         except OSError:

@@ -8,6 +8,9 @@ queue on the busy timeout instead of failing on a read-to-write upgrade.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import peewee
@@ -29,6 +32,9 @@ def open_database(path: Path, *, durable: bool = True) -> peewee.SqliteDatabase:
             "synchronous": "full" if durable else "normal",
             "foreign_keys": 1,
             "cache_size": -16_000,
+            # DICOM matching is case-sensitive (person names match on their
+            # case-folded copy), as LIKE is in PostgreSQL; see index/query.py.
+            "case_sensitive_like": 1,
         },
         timeout=BUSY_TIMEOUT_MS / 1000,
     )
@@ -36,9 +42,17 @@ def open_database(path: Path, *, durable: bool = True) -> peewee.SqliteDatabase:
     return db
 
 
-def write_transaction() -> peewee._transaction:  # type: ignore[name-defined]
+# Writers of this process queue here rather than on SQLite's busy handler,
+# which sleeps and polls: under concurrent ingest the database lock sat idle
+# between holders for a good part of the time.  Other processes (a CLI import
+# beside the server) still meet the busy timeout.  Re-entrant: a write
+# transaction may nest another (peewee turns it into a savepoint).
+_write_lock = threading.RLock()
+
+
+@contextmanager
+def write_transaction() -> Iterator[None]:
     """A short write transaction that takes the write lock up front."""
     db = database.obj
-    if isinstance(db, peewee.SqliteDatabase):
-        return db.atomic("IMMEDIATE")
-    return db.atomic()
+    with _write_lock, db.atomic("IMMEDIATE") if isinstance(db, peewee.SqliteDatabase) else db.atomic():
+        yield

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +23,6 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, build_context
 from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext
-
-from . import fast_send
 
 log = logging.getLogger(__name__)
 
@@ -112,8 +111,14 @@ def open_association(
     *,
     timeout: float = CONNECT_TIMEOUT_S,
     max_pdu: int = 0,
+    ext_neg: Sequence | None = None,
+    evt_handlers: Sequence | None = None,
 ) -> Association:
-    """Associate with *peer* as *calling_ae*; raise SendError naming the peer on failure."""
+    """Associate with *peer* as *calling_ae*; raise SendError naming the peer on failure.
+
+    *ext_neg* (e.g. SCP/SCU role selection for C-GET) and *evt_handlers* are
+    passed on to pynetdicom's ``associate``.
+    """
     ae = AE(ae_title=calling_ae)
     ae.requested_contexts = list(contexts)
     ae.acse_timeout = timeout
@@ -121,7 +126,14 @@ def open_association(
     ae.dimse_timeout = 120
     ae.connection_timeout = timeout
     ae.maximum_pdu_size = max_pdu
-    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title, max_pdu=max_pdu)
+    assoc = ae.associate(
+        peer.host,
+        peer.port,
+        ae_title=peer.ae_title,
+        max_pdu=max_pdu,
+        ext_neg=list(ext_neg) if ext_neg else None,
+        evt_handlers=list(evt_handlers) if evt_handlers else None,
+    )
     if not assoc.is_established:
         if assoc.is_rejected:
             raise SendError(f"{peer} rejected the association from {calling_ae}")
@@ -132,39 +144,46 @@ def open_association(
     sock = assoc.dul.socket.socket if assoc.dul.socket else None
     if sock is not None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    _keep_responses_for_the_caller(assoc)
-    # We requested it and only we send on it: C-STOREs may bypass pynetdicom's DUL.
-    assoc._node_fast_send = True
+    _keep_responses_for_sender(assoc)
     return assoc
 
 
-def _keep_responses_for_the_caller(assoc: Association) -> None:
-    """Hand a response taken by pynetdicom's reactor thread back to the waiting sender.
+def _keep_responses_for_sender(assoc: Association) -> None:
+    """Stop the association's own reactor thread from taking DIMSE messages off its queue.
 
-    pynetdicom pauses its reactor around ``send_c_store``, but the pause can
-    race (pydicom/pynetdicom#875): the reactor then takes the C-STORE response
-    off the queue, logs "Received unexpected C-STORE service message" and
-    drops it, and the sender waits out the DIMSE timeout on a healthy
-    association.  A response is never a request for us to serve, so put it
-    back in the queue where ``send_c_store`` is waiting for it.
+    pynetdicom pauses that reactor around each ``send_c_store`` with a
+    flag the reactor sets before it parks; right after one C-STORE the flag is
+    still set while the reactor wakes up, so the next C-STORE can start before
+    the reactor has parked again, and a quick C-STORE-RSP may then be taken
+    by the reactor instead of the sender (which waits out the DIMSE timeout;
+    seen under load as a C-MOVE hanging for minutes).  On an association we
+    opened only to send, the peer sends us nothing but responses, so the
+    reactor never needs the queue.
     """
-    serve = assoc._serve_request
+    dimse = assoc.dimse
+    original = dimse.get_msg
 
-    def serve_or_return(msg, context_id: int) -> None:
-        if not msg.is_valid_request and msg.is_valid_response:
-            assoc.dimse.msg_queue.put((context_id, msg))
-            return
-        serve(msg, context_id)
+    def get_msg(block: bool = False):
+        if not block and threading.current_thread() is assoc:
+            return None, None
+        return original(block)
 
-    assoc._serve_request = serve_or_return  # type: ignore[method-assign]
+    dimse.get_msg = get_msg
+    assoc._node_send_only = True  # type: ignore[attr-defined]
+    # Nothing but our C-STOREs is written to this association: they may go
+    # straight to the socket (node.remotes.direct).
+    assoc._node_direct = True  # type: ignore[attr-defined]
 
 
-def _context_id(assoc: Association, sop_class: str, transfer_syntax: str) -> int:
-    return next(
-        cx.context_id
-        for cx in assoc.accepted_contexts
-        if cx.abstract_syntax == sop_class and cx.transfer_syntax and cx.transfer_syntax[0] == transfer_syntax
-    )
+def _skip_reactor_pause(assoc: Association) -> None:
+    """Let ``send_c_store`` start at once on an association set up by _keep_responses_for_sender.
+
+    send_c_store first waits for the reactor to park, which (with the idle
+    wait of node.dimse.tuning) can take up to its 5 ms idle wait per instance;
+    the reactor cannot take our response there, so there is nothing to wait for.
+    """
+    if getattr(assoc, "_node_send_only", False):
+        assoc._is_paused = True
 
 
 def _accepted_syntaxes(assoc: Association, sop_class: str) -> set[str]:
@@ -186,21 +205,13 @@ def store_one(
     accepted = _accepted_syntaxes(assoc, item.sop_class_uid)
     if not accepted:
         return Sent(item, None, f"the peer accepted no context for SOP class {item.sop_class_uid}")
+    _skip_reactor_pause(assoc)
+    if item.transfer_syntax in accepted and getattr(assoc, "_node_direct", False):
+        sent = _store_direct(assoc, item, originator_ae, originator_id)
+        if sent is not None:
+            return sent
     try:
-        offset = fast_send.dataset_offset(item.path) if getattr(assoc, "_node_fast_send", False) else None
-        if item.transfer_syntax in accepted and offset is not None:
-            # Stored bytes as they are, written straight to the socket (fast_send.py).
-            rsp = fast_send.send_c_store_file(
-                assoc,
-                item.path,
-                _context_id(assoc, item.sop_class_uid, item.transfer_syntax),
-                item.sop_class_uid,
-                item.sop_uid,
-                offset,
-                originator_ae=originator_ae,
-                originator_id=originator_id,
-            )
-        elif item.transfer_syntax in accepted:
+        if item.transfer_syntax in accepted:
             # Stored bytes as they are: pynetdicom streams the file's data set.
             rsp = assoc.send_c_store(
                 item.path, originator_aet=originator_ae or None, originator_id=originator_id
@@ -220,6 +231,29 @@ def store_one(
     if status is None:
         return Sent(item, None, "no response (association aborted or timed out)")
     return Sent(item, int(status), str(getattr(rsp, "ErrorComment", "") or ""))
+
+
+def _store_direct(assoc: Association, item: Outgoing, originator_ae: str, originator_id: int | None):
+    """store_one through node.remotes.direct; None when that path does not apply to this file."""
+    from . import direct
+
+    try:
+        status = direct.send_file(
+            assoc,
+            item.path,
+            item.sop_class_uid,
+            item.sop_uid,
+            item.transfer_syntax,
+            originator_ae=originator_ae,
+            originator_id=originator_id,
+        )
+    except direct.NotDirect:
+        return None
+    except OSError as exc:
+        return Sent(item, None, f"sending failed: {exc}")
+    if status is None:
+        return Sent(item, None, "no response (association aborted or timed out)")
+    return Sent(item, status)
 
 
 def send_batch(

@@ -6,16 +6,15 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
 from ..context import NodeContext
+from . import export, health, qido, stow, wado
 from . import forward as forward_routes
-from . import health, stow
 from . import remotes as remotes_routes
 from .auth import BearerToken
 
 
 def create_app(ctx: NodeContext) -> Starlette:
     """The ASGI app serving *ctx*."""
-    routes = [*health.routes]
-    routes += stow.routes
+    routes = [*health.routes, *stow.routes, *qido.routes, *wado.routes, *export.routes]
     routes += remotes_routes.routes
     routes += forward_routes.routes
     middleware = []

@@ -179,6 +179,8 @@ class BodySpooler:
     max_body_bytes: int = 8 * 1024**3
     max_parts: int = 10_000
     single_headers: dict[str, str] = field(default_factory=dict)
+    # Called (in the feeding thread) with each part once its content is complete.
+    on_part_done: Callable[[Part], None] | None = None
 
     def __post_init__(self) -> None:
         encoding = self.content_encoding.strip().lower()
@@ -369,3 +371,5 @@ class BodySpooler:
         if self._file is not None:
             self._file.close()
             self._file = None
+            if self.on_part_done is not None:
+                self.on_part_done(self.parts[-1])

@@ -1,0 +1,89 @@
+"""Which stored instances a WADO-RS path names, looked up in the index."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..index.models import Instance, Series, Study
+
+
+class NotFound(LookupError):
+    """The study, series or instance named by a request is not held here."""
+
+
+@dataclass(frozen=True)
+class StoredInstance:
+    """One instance file as the index knows it."""
+
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    sop_class_uid: str
+    transfer_syntax: str
+    path: str  # store-relative
+    size: int
+    number_of_frames: int | None
+
+
+def find_instances(
+    study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
+) -> list[StoredInstance]:
+    """The instances of a study (or of one of its series, or one instance), in series/instance order.
+
+    Raises NotFound naming the first UID that does not resolve (a series of
+    another study counts as not found).
+    """
+    query = (
+        Instance.select(
+            Instance.sop_uid,
+            Instance.sop_class_uid,
+            Instance.transfer_syntax,
+            Instance.path,
+            Instance.size,
+            Instance.number_of_frames,
+            Series.series_uid,
+            Study.study_uid,
+        )
+        .join(Series)
+        .join(Study)
+        .where(Study.study_uid == study_uid)
+    )
+    if series_uid is not None:
+        query = query.where(Series.series_uid == series_uid)
+    if sop_uid is not None:
+        query = query.where(Instance.sop_uid == sop_uid)
+    query = query.order_by(Series.series_number, Series.id, Instance.instance_number, Instance.id)
+    found = [
+        StoredInstance(
+            study_uid=study,
+            series_uid=series,
+            sop_uid=sop,
+            sop_class_uid=sop_class,
+            transfer_syntax=syntax,
+            path=path,
+            size=size,
+            number_of_frames=frames,
+        )
+        for sop, sop_class, syntax, path, size, frames, series, study in query.tuples()
+    ]
+    if not found:
+        raise NotFound(_missing(study_uid, series_uid, sop_uid))
+    return found
+
+
+def _missing(study_uid: str, series_uid: str | None, sop_uid: str | None) -> str:
+    """Name the first level of the path that is not in the index."""
+    if not Study.select().where(Study.study_uid == study_uid).exists():
+        return f"study {study_uid} not found"
+    if series_uid is not None:
+        in_study = (
+            Series.select()
+            .join(Study)
+            .where((Series.series_uid == series_uid) & (Study.study_uid == study_uid))
+        )
+        if not in_study.exists():
+            return f"series {series_uid} not found in study {study_uid}"
+    if sop_uid is not None:
+        where = f"series {series_uid}" if series_uid else f"study {study_uid}"
+        return f"instance {sop_uid} not found in {where}"
+    return f"no instances in study {study_uid}"

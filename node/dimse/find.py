@@ -1,0 +1,72 @@
+"""Query/Retrieve C-FIND SCP: the request identifier through the query engine, matches streamed back."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import closing
+
+from pydicom.dataset import Dataset
+
+from ..context import NodeContext
+from ..index.query import QueryError, run
+from . import responses
+from .associations import stats
+from .identifiers import build_response, root_of, to_query
+from .storage import error_comment
+
+log = logging.getLogger(__name__)
+
+PENDING = 0xFF00
+CANCELLED = 0xFE00
+SUCCESS = 0x0000
+IDENTIFIER_DOES_NOT_MATCH = 0xA900
+UNABLE_TO_PROCESS = 0xC000
+
+
+def failure(status: int, reason: str) -> Dataset:
+    """A failure status carrying *reason* as its ErrorComment."""
+    ds = Dataset()
+    ds.Status = status
+    ds.ErrorComment = error_comment(reason)
+    return ds
+
+
+def handle_find(event, ctx: NodeContext) -> Iterator[tuple[object, Dataset | None]]:
+    """EVT_C_FIND: yield (pending, identifier) per match, then pynetdicom sends success.
+
+    A C-CANCEL stops the stream with status Cancel; an identifier the engine
+    refuses gets 0xA900 with the reason in ErrorComment.
+    """
+    stats(event.assoc).count("find")
+    calling = event.assoc.requestor.ae_title
+    try:
+        identifier = event.identifier
+        query, wanted = to_query(identifier, root_of(event.request.AffectedSOPClassUID))
+        matches = run(query)
+    except QueryError as exc:
+        log.warning("C-FIND from %s refused: %s", calling, exc)
+        yield failure(IDENTIFIER_DOES_NOT_MATCH, str(exc)), None
+        return
+    except Exception as exc:  # a broken identifier or the index failing: say so, keep serving
+        log.exception("C-FIND from %s failed", calling)
+        yield failure(UNABLE_TO_PROCESS, f"query failed: {exc}"), None
+        return
+    charset = identifier.get("SpecificCharacterSet", "")
+    constants = {"RetrieveAETitle": ctx.settings.dicom.ae_title, "InstanceAvailability": "ONLINE"}
+    direct = responses.usable(event.assoc)
+    with closing(matches):
+        for match in matches:
+            if event.is_cancelled:
+                yield CANCELLED, None
+                return
+            identifier = build_response(query.level, wanted, match, charset=charset, constants=constants)
+            if not direct:
+                yield PENDING, identifier
+                continue
+            if not event.assoc.is_established:
+                return
+            try:
+                responses.send_pending(event, identifier)
+            except OSError:  # the peer went away; pynetdicom notices and ends the association
+                return

@@ -1,0 +1,48 @@
+"""Query/Retrieve C-GET SCP: matching instances C-STOREd back on the requester's association."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+from ..context import NodeContext
+from ..index.query import QueryError
+from . import responses
+from .associations import stats
+from .retrieve import (
+    IDENTIFIER_DOES_NOT_MATCH,
+    Progress,
+    refused,
+    requested_instances,
+    suboperations,
+    summary,
+    too_many,
+)
+
+log = logging.getLogger(__name__)
+
+
+def handle_get(event, ctx: NodeContext) -> Iterator[Progress]:
+    """EVT_C_GET: the stored bytes of every matching instance, sent as C-STORE sub-operations.
+
+    The requester must have proposed each SOP class with the SCP role
+    (SCP/SCU role selection); an instance whose class it did not accept
+    counts as a failed sub-operation.
+    """
+    stats(event.assoc).count("get")
+    try:
+        items = requested_instances(event, ctx.store)
+    except QueryError as exc:
+        yield refused(IDENTIFIER_DOES_NOT_MATCH, str(exc))
+        return
+    if (refusal := too_many(items, "C-GET")) is not None:
+        yield refusal
+        return
+    # While nothing else is queued for the requester's socket, the C-STOREs
+    # (and pending responses) of this C-GET are written to it directly; the
+    # service class turns that off when the request ends.
+    event.assoc._node_direct = responses.usable(event.assoc)
+    for progress in suboperations(event, event.assoc, items, what="C-GET"):
+        if not progress.pending:  # logged first: the final response ends the generator
+            log.info("C-GET from %s: %s", event.assoc.requestor.ae_title, summary(progress))
+        yield progress

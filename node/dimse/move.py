@@ -1,0 +1,69 @@
+"""Query/Retrieve C-MOVE SCP: matching instances C-STOREd to a configured remote, as stored."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+from ..context import NodeContext
+from ..index.query import QueryError
+from ..remotes.sender import Peer, SendError, contexts_for, open_association
+from .associations import stats
+from .retrieve import (
+    IDENTIFIER_DOES_NOT_MATCH,
+    MOVE_DESTINATION_UNKNOWN,
+    UNABLE_TO_PROCESS,
+    Progress,
+    refused,
+    requested_instances,
+    suboperations,
+    summary,
+    too_many,
+)
+
+log = logging.getLogger(__name__)
+
+
+def handle_move(event, ctx: NodeContext) -> Iterator[Progress]:
+    """EVT_C_MOVE: one association to the destination, one C-STORE per matching instance.
+
+    Unknown destination -> 0xA801; destination unreachable -> 0xC000 naming
+    it; a bad identifier -> 0xA900 naming the problem.
+    """
+    stats(event.assoc).count("move")
+    calling = event.assoc.requestor.ae_title
+    destination = (event.move_destination or "").strip()
+    for progress in _move(event, ctx, destination):
+        if not progress.pending:  # logged first: the final response ends the generator
+            log.info("C-MOVE from %s to %s: %s", calling, destination or "?", summary(progress))
+        yield progress
+
+
+def _move(event, ctx: NodeContext, destination: str) -> Iterator[Progress]:
+    remote = ctx.settings.remote_by_ae(destination)
+    if remote is None:
+        reason = f"move destination {destination!r} is not a configured remote"
+        yield refused(MOVE_DESTINATION_UNKNOWN, reason)
+        return
+    try:
+        items = requested_instances(event, ctx.store)
+    except QueryError as exc:
+        yield refused(IDENTIFIER_DOES_NOT_MATCH, str(exc))
+        return
+    if (refusal := too_many(items, "C-MOVE")) is not None:
+        yield refusal
+        return
+    if not items:
+        yield Progress(0x0000)
+        return
+    peer = Peer(remote.ae_title, remote.host, remote.port)
+    try:
+        assoc = open_association(peer, ctx.settings.dicom.ae_title, contexts_for(items))
+    except SendError as exc:
+        yield refused(UNABLE_TO_PROCESS, f"move destination {exc}", failed=len(items))
+        return
+    try:
+        yield from suboperations(event, assoc, items, what="C-MOVE")
+    finally:
+        if assoc.is_established:
+            assoc.release()

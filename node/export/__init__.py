@@ -1,0 +1,1 @@
+"""ZIP export per accession number: jobs, routing (local store or remote), archives."""

@@ -1,0 +1,328 @@
+"""Retrieve studies from a remote: C-FIND by accession number, then C-MOVE or C-GET.
+
+- :func:`find_studies`: STUDY-level C-FIND (Study Root) keyed on
+  AccessionNumber, asking for NumberOfStudyRelatedInstances, so that the
+  caller knows which studies to pull and how many instances to expect.
+- :func:`move_study`: C-MOVE of one study to this node's own AE title; the
+  instances arrive through the node's C-STORE SCP (and so the one ingest
+  path), tagged with the remote they came from.
+- :func:`get_study`: C-GET of one study; the C-STOREs come back on the same
+  association and go through :func:`node.ingest.ingest_file` here.
+
+Failures raise :class:`RetrieveError`, whose message names the remote and the
+DICOM status.  A :class:`Cancel` lets another thread abort a retrieval (at
+shutdown); the caller can resume it later.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydicom.dataset import Dataset
+from pydicom.uid import (
+    JPEG2000,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
+)
+from pynetdicom import build_context, build_role, evt
+from pynetdicom.presentation import StoragePresentationContexts
+from pynetdicom.sop_class import (
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+)
+from pynetdicom.status import (
+    GENERAL_STATUS,
+    QR_FIND_SERVICE_CLASS_STATUS,
+    QR_GET_SERVICE_CLASS_STATUS,
+    QR_MOVE_SERVICE_CLASS_STATUS,
+)
+
+from ..config import Remote
+from ..dimse import ae as _node_ae  # noqa: F401 - received data sets are spooled to files (bounded memory)
+from ..ingest import Source, ingest_file
+from ..store import InstanceStore
+from .sender import Peer, SendError, open_association
+
+log = logging.getLogger(__name__)
+
+PENDING = (0xFF00, 0xFF01)
+# A big study's sub-operations can keep the remote busy between responses.
+RETRIEVE_DIMSE_TIMEOUT_S = 600.0
+# Transfer syntaxes accepted for C-GET's C-STOREs: stored as received.
+GET_TRANSFER_SYNTAXES = [
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    JPEG2000Lossless,
+    JPEG2000,
+    RLELossless,
+]
+
+
+class RetrieveError(Exception):
+    """The remote could not be reached, refused, or the retrieval was cut short."""
+
+
+@dataclass(frozen=True)
+class StudyMatch:
+    """A study the remote holds for the accession, and its announced instance count."""
+
+    study_uid: str
+    expected: int | None
+
+
+@dataclass
+class Progress:
+    """Sub-operation counts from the remote's C-MOVE / C-GET responses."""
+
+    completed: int = 0
+    failed: int = 0
+    warning: int = 0
+    remaining: int | None = None
+    status: int | None = None
+
+    @property
+    def total(self) -> int:
+        return self.completed + self.failed + self.warning + (self.remaining or 0)
+
+
+class Cancel:
+    """Lets another thread stop a retrieval: aborts the association in use."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._assocs: set = set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def cancel(self) -> None:
+        self._event.set()
+        with self._lock:
+            for assoc in list(self._assocs):
+                assoc.abort()
+
+    def attach(self, assoc) -> None:
+        with self._lock:
+            self._assocs.add(assoc)
+        if self.cancelled:
+            assoc.abort()
+
+    def detach(self, assoc) -> None:
+        with self._lock:
+            self._assocs.discard(assoc)
+
+
+def peer_of(remote: Remote) -> Peer:
+    return Peer(remote.ae_title, remote.host, remote.port)
+
+
+def describe(remote: Remote) -> str:
+    """How messages name a remote: its config name and its address."""
+    return f"remote {remote.name!r} ({peer_of(remote)})"
+
+
+def status_text(code: int, table: dict) -> str:
+    """``0xA801 (Move destination unknown)``: a DICOM status and its meaning."""
+    meaning = table.get(code) or GENERAL_STATUS.get(code)
+    if meaning is None and 0xA000 <= code <= 0xAFFF:
+        meaning = ("Failure", "Refused: Out of resources" if code >> 8 == 0xA7 else "Failure")
+    if meaning is None and 0xC000 <= code <= 0xCFFF:
+        meaning = ("Failure", "Unable to process")
+    return f"0x{code:04X} ({meaning[1] if meaning else 'unknown status'})"
+
+
+def _associate(remote: Remote, calling_ae: str, contexts, cancel: Cancel | None, **kwargs):
+    try:
+        assoc = open_association(peer_of(remote), calling_ae, contexts, **kwargs)
+    except SendError as exc:
+        raise RetrieveError(f"remote {remote.name!r}: {exc}") from None
+    assoc.dimse_timeout = RETRIEVE_DIMSE_TIMEOUT_S
+    if cancel is not None:
+        cancel.attach(assoc)
+        if cancel.cancelled:
+            raise RetrieveError(f"retrieval from {describe(remote)} interrupted (node stopping)")
+    return assoc
+
+
+def _close(assoc, cancel: Cancel | None) -> None:
+    if cancel is not None:
+        cancel.detach(assoc)
+    if assoc.is_established:
+        assoc.release()
+
+
+def _comment(status: Dataset) -> str:
+    comment = str(status.get("ErrorComment", "") or "").strip()
+    return f": {comment}" if comment else ""
+
+
+def find_studies(remote: Remote, calling_ae: str, accession: str) -> list[StudyMatch]:
+    """The studies *remote* holds for *accession* (exact match), with their instance counts."""
+    query = Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    query.AccessionNumber = accession
+    query.StudyInstanceUID = ""
+    query.NumberOfStudyRelatedInstances = ""
+    model = StudyRootQueryRetrieveInformationModelFind
+    assoc = _associate(remote, calling_ae, [build_context(model)], None)
+    matches: dict[str, StudyMatch] = {}
+    try:
+        for status, identifier in assoc.send_c_find(query, model):
+            if not status or "Status" not in status:
+                raise RetrieveError(
+                    f"{describe(remote)}: no C-FIND response (association aborted or timed out)"
+                )
+            code = int(status.Status)
+            if code in PENDING:
+                if identifier is None:
+                    continue
+                uid = str(identifier.get("StudyInstanceUID", "") or "").strip()
+                found = str(identifier.get("AccessionNumber", accession) or "").strip()
+                if uid and found == accession:
+                    count = identifier.get("NumberOfStudyRelatedInstances")
+                    try:
+                        expected = int(count) if count not in (None, "") else None
+                    except (TypeError, ValueError):
+                        expected = None
+                    matches[uid] = StudyMatch(uid, expected)
+            elif code != 0x0000:
+                raise RetrieveError(
+                    f"{describe(remote)} refused the C-FIND for accession {accession!r}: status "
+                    f"{status_text(code, QR_FIND_SERVICE_CLASS_STATUS)}{_comment(status)}"
+                )
+    finally:
+        _close(assoc, None)
+    return list(matches.values())
+
+
+def _sent(send, remote: Remote, *args):
+    """Responses of a C-MOVE / C-GET; an association lost before the request is a RetrieveError."""
+    try:
+        yield from send(*args)
+    except RuntimeError as exc:  # pynetdicom: "association ... must be established"
+        raise RetrieveError(f"{describe(remote)}: association lost ({exc})") from None
+
+
+def _study_identifier(study_uid: str) -> Dataset:
+    ds = Dataset()
+    ds.QueryRetrieveLevel = "STUDY"
+    ds.StudyInstanceUID = study_uid
+    return ds
+
+
+def _follow(
+    responses,
+    remote: Remote,
+    operation: str,
+    table: dict,
+    on_progress: Callable[[Progress], None] | None,
+    cancel: Cancel | None,
+) -> Progress:
+    """Read C-MOVE / C-GET responses into a Progress; raise RetrieveError on failure."""
+    progress = Progress()
+    for status, _identifier in responses:
+        if not status or "Status" not in status:
+            if cancel is not None and cancel.cancelled:
+                raise RetrieveError(f"{operation} from {describe(remote)} interrupted (node stopping)")
+            raise RetrieveError(
+                f"{describe(remote)}: no {operation} response (association aborted or timed out)"
+            )
+        code = int(status.Status)
+        progress.status = code
+        for attr, keyword in (
+            ("completed", "NumberOfCompletedSuboperations"),
+            ("failed", "NumberOfFailedSuboperations"),
+            ("warning", "NumberOfWarningSuboperations"),
+            ("remaining", "NumberOfRemainingSuboperations"),
+        ):
+            value = status.get(keyword)
+            if value not in (None, ""):
+                setattr(progress, attr, int(value))
+        if code in PENDING:
+            if on_progress:
+                on_progress(progress)
+            continue
+        if code != 0x0000 and code & 0xF000 != 0xB000:
+            raise RetrieveError(
+                f"{describe(remote)} refused the {operation}: status {status_text(code, table)}"
+                f"{_comment(status)} ({progress.completed} completed, {progress.failed} failed)"
+            )
+    if progress.status is None:
+        raise RetrieveError(f"{describe(remote)}: no {operation} response")
+    if on_progress:
+        on_progress(progress)
+    return progress
+
+
+def move_study(
+    remote: Remote,
+    own_ae: str,
+    study_uid: str,
+    *,
+    on_progress: Callable[[Progress], None] | None = None,
+    cancel: Cancel | None = None,
+) -> Progress:
+    """C-MOVE the study *study_uid* from *remote* to *own_ae* (this node)."""
+    model = StudyRootQueryRetrieveInformationModelMove
+    assoc = _associate(remote, own_ae, [build_context(model)], cancel)
+    try:
+        responses = _sent(assoc.send_c_move, remote, _study_identifier(study_uid), own_ae, model)
+        return _follow(responses, remote, "C-MOVE", QR_MOVE_SERVICE_CLASS_STATUS, on_progress, cancel)
+    finally:
+        _close(assoc, cancel)
+
+
+def get_study(
+    remote: Remote,
+    own_ae: str,
+    study_uid: str,
+    store: InstanceStore,
+    *,
+    on_progress: Callable[[Progress], None] | None = None,
+    cancel: Cancel | None = None,
+) -> Progress:
+    """C-GET the study *study_uid* from *remote*; each instance goes through the ingest path."""
+    model = StudyRootQueryRetrieveInformationModelGet
+    source = Source("retrieve", calling_aet=remote.ae_title, remote=remote.name)
+
+    def on_store(event) -> int:
+        outcome = ingest_file(store, Path(event.dataset_path), source, take=True)
+        if not outcome.ok:
+            log.warning("C-GET from %s: instance refused: %s", remote.name, outcome.reason)
+        return 0x0000 if outcome.ok else outcome.failure_code
+
+    contexts = [build_context(model)]
+    storage = [cx.abstract_syntax for cx in StoragePresentationContexts][: 128 - len(contexts)]
+    contexts += [build_context(uid, GET_TRANSFER_SYNTAXES) for uid in storage]
+    roles = [build_role(uid, scp_role=True) for uid in storage]
+    assoc = _associate(
+        remote, own_ae, contexts, cancel, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, on_store)]
+    )
+    try:
+        responses = _sent(assoc.send_c_get, remote, _study_identifier(study_uid), model)
+        return _follow(responses, remote, "C-GET", QR_GET_SERVICE_CLASS_STATUS, on_progress, cancel)
+    finally:
+        _close(assoc, cancel)
