@@ -107,16 +107,19 @@ def test_remote_killed_during_the_send_gets_everything_after_it_returns(node_fac
     scp = StoreSCP(folder).start()
     try:
         node = node_factory(remotes=[scp.remote(forward=True)]).start()
-        sent = write_corpus(tmp_path / "corpus", studies=1, instances=60)
+        sent = write_corpus(tmp_path / "corpus", studies=1, instances=60, size="ct")
         pusher = storescu(node, tmp_path / "corpus", background=True)
         wait_until("a first file at the remote", lambda: len(scp.files()) >= 5)
-        scp.stop(signal.SIGKILL)
+        scp.stop(signal.SIGKILL)  # most likely in the middle of a batch
         assert pusher.wait(120) == 0
+        # More while it is down, so that there is a queue whatever the moment of the kill.
+        sent += write_corpus(tmp_path / "more", studies=1, instances=10)
+        storescu(node, tmp_path / "more")
 
-        wait_until("the outage to be seen", lambda: remotes(node)["storescp"]["last_error"] is not None)
+        wait_until("the outage to be seen", lambda: remotes(node)["storescp"]["next_retry"] is not None)
         report = remotes(node)["storescp"]
-        assert report["pending"] > 0 and report["next_retry"] is not None
-        assert node.count() == 60
+        assert report["pending"] >= 10 and report["last_error"]
+        assert node.count() == 70
 
         scp = StoreSCP(folder, port=scp.port).start()
         wait_until("every instance at the remote", lambda: sop_uids(scp.files()) >= sop_uids(sent), 90)

@@ -252,6 +252,7 @@ class ForwardWorker(threading.Thread):
             self._remote_down(str(exc))
             return []
         settled: list[Settlement] = []
+        outage = False
         for q, item in zip(batch, items, strict=True):
             if not item.path.exists():
                 settled.append(Settlement(q, FAILED, error="the instance file is missing from the store"))
@@ -267,17 +268,23 @@ class ForwardWorker(threading.Thread):
                     # A kept association may have been closed by the peer while idle.
                     return self._send_items(batch, items, retry_fresh=False)
                 self._remote_down(sent.error or "association lost")
+                outage = True
                 break
             if sent.status is not None and sent.status & 0xFF00 == OUT_OF_RESOURCES:
                 # The remote is full: wait like for an outage; the row keeps its attempts.
                 comment = f" ({sent.error})" if sent.error else ""
                 self._remote_down(f"out of resources, status 0x{sent.status:04X}{comment}")
+                outage = True
                 break
             settlement = self._judge(q, sent)
             link.counts[settlement.state] = link.counts.get(settlement.state, 0) + 1
             settled.append(settlement)
-        if settled and any(s.state == DONE for s in settled):
-            self._remote_up()
+        if any(s.state == DONE for s in settled):
+            if outage:
+                # Some went before the outage in this batch: a success, but keep backing off.
+                self.status.last_success = utcnow()
+            else:
+                self._remote_up()
         return settled
 
     def _judge(self, q: Queued, sent: Sent) -> Settlement:
