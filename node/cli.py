@@ -1,4 +1,4 @@
-"""The command line: ``dicom-node serve | migrate | import | check``."""
+"""The command line: ``dicom-node serve | migrate | import | check | forward``."""
 
 from __future__ import annotations
 
@@ -42,7 +42,9 @@ def _cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
 def _cmd_import(settings: Settings, args: argparse.Namespace) -> int:
     from .context import open_context
     from .importer import run_import
+    from .index.outbox import install_hook
 
+    install_hook(r.name for r in settings.remotes if r.forward)
     return run_import(open_context(settings), args.paths, progress=not args.quiet)
 
 
@@ -51,6 +53,13 @@ def _cmd_check(settings: Settings, args: argparse.Namespace) -> int:
     from .context import open_context
 
     return run_check(open_context(settings), repair=args.repair)
+
+
+def _cmd_forward(settings: Settings, args: argparse.Namespace) -> int:
+    from .context import open_context
+    from .remotes.forward_admin import run_forward
+
+    return run_forward(open_context(settings), retry=args.retry)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p = command("check", _cmd_check, "check that index and files agree")
     p.add_argument("--repair", action="store_true", help="re-index stray files, drop dangling rows")
+    p = command("forward", _cmd_forward, "show store-and-forward queues; --retry re-queues failed rows")
+    p.add_argument("--retry", metavar="REMOTE", help="re-queue the failed instances of this remote")
     return parser
 
 

@@ -18,6 +18,7 @@ from .config import Settings
 from .context import NodeContext, open_context
 from .dimse import ae as dimse_ae
 from .export.service import ExportService
+from .remotes.forwarder import Forwarder
 from .store import use_store_tempdir
 from .web.app import create_app
 
@@ -58,6 +59,9 @@ def serve(settings: Settings) -> int:
     ctx: NodeContext = open_context(settings)
     ctx.store.discard_temp()
     use_store_tempdir(ctx.store)
+    forwarder = Forwarder(ctx)
+    forwarder.install()
+    forwarder.start()
 
     dimse_server = dimse_ae.start(ctx)
     exports = ExportService(ctx)
@@ -73,6 +77,7 @@ def serve(settings: Settings) -> int:
 
     h = settings.http
     app = create_app(ctx)
+    app.state.forwarder = forwarder
     app.state.exports = exports
     config = uvicorn.Config(
         app,
@@ -101,6 +106,7 @@ def serve(settings: Settings) -> int:
     stop_listening()
     exports.stop()
     _drain(dimse_server, ASSOCIATION_GRACE_S)
+    forwarder.stop()
     ctx.db.close()
     if not server.started:
         log.error("HTTP server could not start on %s:%d", h.host, h.port)

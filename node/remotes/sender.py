@@ -39,6 +39,14 @@ class SendError(Exception):
     """The remote could not be reached or refused the association; names the remote."""
 
 
+class NoAcceptedContext(SendError):
+    """The remote associated but accepted none of the proposed presentation contexts.
+
+    Unlike an outage this will not change by retrying: the remote does not
+    take these SOP classes (in these transfer syntaxes).
+    """
+
+
 @dataclass(frozen=True)
 class Peer:
     """Where to send: a remote's AE title, host and port."""
@@ -129,6 +137,9 @@ def open_association(
     if not assoc.is_established:
         if assoc.is_rejected:
             raise SendError(f"{peer} rejected the association from {calling_ae}")
+        if assoc.rejected_contexts and not assoc.accepted_contexts:
+            offered = sorted({cx.abstract_syntax for cx in contexts})
+            raise NoAcceptedContext(f"{peer} accepts none of the SOP classes offered ({', '.join(offered)})")
         raise SendError(f"{peer} could not be reached (connection refused or timed out)")
     sock = assoc.dul.socket.socket if assoc.dul.socket else None
     if sock is not None:

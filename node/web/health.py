@@ -10,6 +10,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from .. import __version__
+from ..index import outbox
 from ..index.models import Instance, Patient, Series, Study
 
 
@@ -32,6 +33,7 @@ async def health(request: Request) -> JSONResponse:
             "dicom_port": ctx.settings.dicom.port,
             "uptime_s": round(time.time() - ctx.started_at, 3),
             "counts": await run_in_threadpool(_counts),
+            "outbox": await run_in_threadpool(outbox.totals),
         }
     )
 

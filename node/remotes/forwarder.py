@@ -1,0 +1,410 @@
+"""Store-and-forward: one worker thread per remote with ``forward = true``.
+
+Each worker drains its remote's outbox rows (node/index/outbox.py) in
+bounded batches over one association that it keeps while there is work,
+proposing each instance's stored transfer syntax (node/remotes/sender.py).
+A row is settled only from the remote's answer:
+
+- success or warning -> ``done``;
+- a permanent refusal (SOP class not supported, not authorised, data set
+  does not match, cannot understand, no accepted presentation context) ->
+  ``failed`` at once, kept for ``dicom-node forward --retry``;
+- any other failure status -> pending again after a per-row back-off, and
+  ``failed`` after :data:`MAX_ATTEMPTS` such answers;
+- no answer at all (remote down, association refused or broken) or "out of
+  resources" (0xA7xx) -> the row stays pending untouched and the whole
+  worker backs off exponentially (1 s doubling to 5 min) before it tries
+  again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from pynetdicom.association import Association
+
+from ..config import Remote
+from ..context import NodeContext
+from ..index import outbox
+from ..index.models import utcnow
+from ..index.outbox import DONE, FAILED, PENDING, Queued, Settlement
+from .sender import (
+    UNCOMPRESSED,
+    NoAcceptedContext,
+    Outgoing,
+    Peer,
+    SendError,
+    Sent,
+    contexts_for,
+    open_association,
+    store_one,
+)
+
+log = logging.getLogger("node.forward")
+
+BATCH_SIZE = 64
+BACKOFF_MIN_S = 1.0
+BACKOFF_MAX_S = 300.0
+FLUSH_ROWS = 256  # answers saved to the outbox at least every this many rows
+FLUSH_S = 1.0  # ... or this many seconds
+LINGER_S = 0.02  # after a short batch, wait this long for more rows
+MAX_ATTEMPTS = 5  # failure answers (not outages) before a row is given up
+IDLE_RELEASE_S = 2.0  # keep the association this long after the queue empties
+POLL_S = 5.0  # safety net: rows queued by another process (import, --retry)
+MAX_REMEMBERED_CLASSES = 64  # SOP classes proposed again on a reopened association
+
+# C-STORE failures that will not change by sending again (PS3.4 B.2.3, PS3.7 C).
+PERMANENT_STATUSES = {0x0122, 0x0124, 0x0117, 0x0111}
+WARNING_STATUSES = {0x0107, 0x0116}
+OUT_OF_RESOURCES = 0xA700  # 0xA7xx: the remote is full for now, not refusing this instance
+
+
+def is_permanent(status: int) -> bool:
+    """True for a refusal that retrying cannot fix (SOP class, authorisation, data set)."""
+    return status in PERMANENT_STATUSES or status & 0xFF00 == 0xA900 or status & 0xF000 == 0xC000
+
+
+def is_accepted(sent: Sent) -> bool:
+    """The remote kept the instance: success or a warning status."""
+    return sent.ok or sent.status in WARNING_STATUSES
+
+
+def backoff_s(failures: int) -> float:
+    """Exponential back-off after *failures* consecutive failures, capped."""
+    return min(BACKOFF_MAX_S, BACKOFF_MIN_S * 2 ** max(0, failures - 1))
+
+
+@dataclass
+class WorkerStatus:
+    """What a worker knows beyond the rows: shown by ``GET /remotes``."""
+
+    sending: bool = False
+    sent: int = 0  # instances accepted since start
+    last_success: dt.datetime | None = None
+    last_error: str = ""
+    last_error_at: dt.datetime | None = None
+    next_retry: dt.datetime | None = None
+    consecutive_failures: int = 0
+
+
+@dataclass
+class _Link:
+    """The association kept open toward the remote and what it was negotiated for."""
+
+    assoc: Association
+    proposed: set[tuple[str, str]] = field(default_factory=set)
+    last_used: float = field(default_factory=time.monotonic)
+    opened: float = field(default_factory=time.monotonic)
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def _has_context(assoc: Association, item: Outgoing) -> bool:
+    """The remote accepted a context this item can go over (its own syntax, or a fallback)."""
+    syntaxes = {
+        cx.transfer_syntax[0] for cx in assoc.accepted_contexts if cx.abstract_syntax == item.sop_class_uid
+    }
+    return item.transfer_syntax in syntaxes or bool(
+        item.transfer_syntax in UNCOMPRESSED and syntaxes & UNCOMPRESSED
+    )
+
+
+def _wanted(item: Outgoing) -> tuple[str, str]:
+    return (item.sop_class_uid, item.transfer_syntax)
+
+
+class ForwardWorker(threading.Thread):
+    """Sends one remote's outbox rows; ``wake()`` after new rows, ``stop()`` to finish."""
+
+    def __init__(self, ctx: NodeContext, remote: Remote) -> None:
+        super().__init__(name=f"forward-{remote.name}", daemon=True)
+        self.ctx = ctx
+        self.remote = remote
+        self.peer = Peer(remote.ae_title, remote.host, remote.port)
+        self.status = WorkerStatus()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._link: _Link | None = None
+        # Representative items of recent (SOP class, syntax) pairs, proposed
+        # again when the association is reopened so it can be reused longer.
+        self._recent: dict[tuple[str, str], Outgoing] = {}
+
+    # -- control -------------------------------------------------------------
+
+    def wake(self) -> None:
+        """New rows were queued: look now rather than at the next poll."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Finish the current batch, then exit."""
+        self._stopping.set()
+        self._wake.set()
+
+    # -- the loop ------------------------------------------------------------
+
+    def run(self) -> None:
+        # Answers not yet written to the outbox.  They are written in groups
+        # (every FLUSH_ROWS rows or FLUSH_S seconds, and before any wait), so
+        # that forwarding adds few commits beside the ingest path's; a crash
+        # before the write only means those instances are sent again.
+        unsaved: list[Settlement] = []
+        since = 0.0
+        while True:
+            try:
+                if self._stopping.is_set():
+                    self._save(unsaved)
+                    break
+                wait = self._backoff_left()
+                if wait > 0:
+                    unsaved = self._save(unsaved)
+                    self._stopping.wait(wait)
+                    continue
+                self._wake.clear()
+                flush = len(unsaved) >= FLUSH_ROWS or (unsaved and time.monotonic() - since >= FLUSH_S)
+                if flush:
+                    batch = outbox.settle_and_fetch(self.remote.name, unsaved, BATCH_SIZE)
+                    unsaved = []
+                else:
+                    # Rows answered but not yet saved still read as pending: read past them
+                    # (rows are sent in id order; an older row due again waits for the save).
+                    after = max((s.row.id for s in unsaved), default=0)
+                    batch = outbox.settle_and_fetch(self.remote.name, (), BATCH_SIZE, after_id=after)
+                if batch:
+                    if not unsaved:
+                        since = time.monotonic()
+                    unsaved += self._send(batch)
+                    if len(batch) < BATCH_SIZE:
+                        # Instances are trickling in: let a few gather so that the
+                        # per-batch work (a transaction, a query) is shared.
+                        self._stopping.wait(LINGER_S)
+                    continue
+                if unsaved:
+                    # Nothing more to send yet: save when the group is due, not per instance.
+                    left = FLUSH_S - (time.monotonic() - since)
+                    if left <= 0:
+                        unsaved = self._save(unsaved)
+                    else:
+                        self._wake.wait(left)
+                    continue
+                self._idle()
+            except Exception:  # noqa: BLE001 - the worker must outlive a bad moment
+                log.exception("forwarding to %s: unexpected error; retrying", self.remote.name)
+                self._note_error("internal error (see the log)")
+                self._close()
+                self._stopping.wait(BACKOFF_MIN_S)
+        self._close()
+        self.ctx.db.close()
+
+    def _save(self, settled: list[Settlement]) -> list[Settlement]:
+        if settled:
+            outbox.settle_and_fetch(self.remote.name, settled, 0)
+        return []
+
+    def _backoff_left(self) -> float:
+        if self.status.next_retry is None:
+            return 0.0
+        return (self.status.next_retry - utcnow()).total_seconds()
+
+    def _idle(self) -> None:
+        """Nothing due: keep the association briefly, then wait for a wake-up."""
+        timeout = POLL_S
+        due = outbox.next_due(self.remote.name)
+        if due is not None:
+            timeout = min(timeout, max(0.05, (due - utcnow()).total_seconds()))
+        if self._link is not None:
+            idle_left = IDLE_RELEASE_S - (time.monotonic() - self._link.last_used)
+            if idle_left <= 0:
+                self._close()
+            else:
+                timeout = min(timeout, idle_left)
+        self._wake.wait(timeout)
+
+    # -- sending -------------------------------------------------------------
+
+    def _send(self, batch: Sequence[Queued]) -> list[Settlement]:
+        items = [
+            Outgoing(self.ctx.store.absolute(q.path), q.sop_class_uid, q.sop_uid, q.transfer_syntax)
+            for q in batch
+        ]
+        self.status.sending = True
+        try:
+            return self._send_items(batch, items, retry_fresh=self._link is not None)
+        finally:
+            self.status.sending = False
+
+    def _send_items(
+        self, batch: Sequence[Queued], items: list[Outgoing], *, retry_fresh: bool
+    ) -> list[Settlement]:
+        try:
+            link = self._association(items)
+        except NoAcceptedContext as exc:
+            # Reachable, but it takes none of these: a permanent refusal of the whole batch.
+            self._note_error(str(exc))
+            log.warning(
+                "forwarding to %s: %d instance(s) refused for good: %s", self.remote.name, len(batch), exc
+            )
+            return [Settlement(q, FAILED, error=str(exc)) for q in batch]
+        except SendError as exc:
+            self._remote_down(str(exc))
+            return []
+        settled: list[Settlement] = []
+        outage = False
+        for q, item in zip(batch, items, strict=True):
+            if not item.path.exists():
+                settled.append(Settlement(q, FAILED, error="the instance file is missing from the store"))
+                continue
+            sent = store_one(link.assoc, item)
+            link.last_used = time.monotonic()
+            if sent.status is None and (not link.assoc.is_established or _has_context(link.assoc, item)):
+                # No answer although it could be sent: the association broke (pynetdicom
+                # may not have marked it yet).
+                link.assoc.abort()
+                self._close()
+                if retry_fresh and not settled:
+                    # A kept association may have been closed by the peer while idle.
+                    return self._send_items(batch, items, retry_fresh=False)
+                self._remote_down(sent.error or "association lost")
+                outage = True
+                break
+            if sent.status is not None and sent.status & 0xFF00 == OUT_OF_RESOURCES:
+                # The remote is full: wait like for an outage; the row keeps its attempts.
+                comment = f" ({sent.error})" if sent.error else ""
+                self._remote_down(f"out of resources, status 0x{sent.status:04X}{comment}")
+                outage = True
+                break
+            settlement = self._judge(q, sent)
+            link.counts[settlement.state] = link.counts.get(settlement.state, 0) + 1
+            settled.append(settlement)
+        if any(s.state == DONE for s in settled):
+            if outage:
+                # Some went before the outage in this batch: a success, but keep backing off.
+                self.status.last_success = utcnow()
+            else:
+                self._remote_up()
+        return settled
+
+    def _judge(self, q: Queued, sent: Sent) -> Settlement:
+        """Turn the remote's answer for one instance into a settlement."""
+        if is_accepted(sent):
+            self.status.sent += 1
+            return Settlement(q, DONE, status=sent.status)
+        if sent.status is None:
+            # Association still up but nothing sent: no accepted context for
+            # what we proposed, so the remote does not take this kind of object.
+            error = sent.error or "not sent"
+            self._note_error(f"{q.sop_uid}: {error}")
+            return Settlement(q, FAILED, error=error)
+        error = f"status 0x{sent.status:04X}" + (f": {sent.error}" if sent.error else "")
+        self._note_error(f"{q.sop_uid}: {error}")
+        if is_permanent(sent.status) or q.attempts + 1 >= MAX_ATTEMPTS:
+            log.warning("forwarding %s to %s failed for good: %s", q.sop_uid, self.remote.name, error)
+            return Settlement(q, FAILED, status=sent.status, error=error)
+        retry_at = utcnow() + dt.timedelta(seconds=backoff_s(q.attempts + 1))
+        return Settlement(q, PENDING, status=sent.status, error=error, not_before=retry_at)
+
+    def _association(self, items: Sequence[Outgoing]) -> _Link:
+        """The kept association if it was negotiated for *items*, else a new one."""
+        needed = {_wanted(i) for i in items}
+        link = self._link
+        if link is not None and link.assoc.is_established and needed <= link.proposed:
+            return link
+        self._close()
+        for item in items:
+            self._recent.pop(_wanted(item), None)
+            self._recent[_wanted(item)] = item
+        while len({sop for sop, _ in self._recent}) > MAX_REMEMBERED_CLASSES:
+            self._recent.pop(next(iter(self._recent)))
+        # The batch's own pairs come first so that they are never cut off.
+        candidates = list(items) + [i for k, i in self._recent.items() if k not in needed]
+        contexts = contexts_for(candidates)
+        assoc = open_association(
+            self.peer, self.ctx.settings.dicom.ae_title, contexts, max_pdu=self.ctx.settings.dicom.max_pdu
+        )
+        proposed = {(cx.abstract_syntax, ts) for cx in contexts for ts in cx.transfer_syntax}
+        self._link = _Link(assoc, proposed)
+        return self._link
+
+    def _close(self) -> None:
+        link, self._link = self._link, None
+        if link is None:
+            return
+        ending = "released" if link.assoc.is_established else "aborted"
+        try:
+            if link.assoc.is_established:
+                link.assoc.release()
+            else:
+                link.assoc.abort()
+        except Exception:  # noqa: BLE001 - closing a dead link must not fail
+            pass
+        names = {DONE: "forwarded", FAILED: "refused", PENDING: "to retry"}
+        done = ", ".join(f"{n} {names[k]}" for k, n in sorted(link.counts.items())) or "nothing sent"
+        log.info(
+            "association %s to %s: %s; %s in %.2fs",
+            self.ctx.settings.dicom.ae_title,
+            self.peer,
+            done,
+            ending,
+            time.monotonic() - link.opened,
+        )
+
+    # -- remote state --------------------------------------------------------
+
+    def _note_error(self, error: str) -> None:
+        self.status.last_error = error
+        self.status.last_error_at = utcnow()
+
+    def _remote_down(self, error: str) -> None:
+        self.status.consecutive_failures += 1
+        delay = backoff_s(self.status.consecutive_failures)
+        self.status.next_retry = utcnow() + dt.timedelta(seconds=delay)
+        self._note_error(error)
+        log.warning("forwarding to %s: %s; retrying in %.0fs", self.remote.name, error, delay)
+
+    def _remote_up(self) -> None:
+        if self.status.consecutive_failures:
+            log.info("forwarding to %s: remote reachable again", self.remote.name)
+        self.status.consecutive_failures = 0
+        self.status.next_retry = None
+        self.status.last_success = utcnow()
+
+
+class Forwarder:
+    """The workers of every forwarding remote, started and stopped with the server."""
+
+    def __init__(self, ctx: NodeContext) -> None:
+        self.ctx = ctx
+        self.workers = {r.name: ForwardWorker(ctx, r) for r in ctx.settings.remotes if r.forward}
+
+    def install(self) -> None:
+        """Queue every stored instance for the forwarding remotes, waking their workers."""
+        outbox.install_hook(self.workers, notify=self.wake)
+
+    def start(self) -> None:
+        for worker in self.workers.values():
+            worker.start()
+        if self.workers:
+            log.info("forwarding every received instance to %s", ", ".join(self.workers))
+
+    def wake(self, remote: str) -> None:
+        worker = self.workers.get(remote)
+        if worker is not None:
+            worker.wake()
+
+    def status(self, remote: str) -> WorkerStatus | None:
+        worker = self.workers.get(remote)
+        return worker.status if worker else None
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Let each worker finish its current batch (up to *timeout* in all)."""
+        for worker in self.workers.values():
+            worker.stop()
+        deadline = time.monotonic() + timeout
+        for worker in self.workers.values():
+            if worker.is_alive():
+                worker.join(max(0.0, deadline - time.monotonic()))
+            if worker.is_alive():
+                log.warning("forwarding to %s still busy at shutdown; unsent rows stay queued", worker.name)
