@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,7 +113,12 @@ def test_five_instances_reach_the_remote_and_stay_here(node_factory, tmp_path):
             assert dataset_bytes(at_remote[sop_uid(path)]) == dataset_bytes(path)
         assert node.count() == 5
         assert node.health()["outbox"] == {"pending": 0, "done": 0, "failed": 0}
-        assert "forward as POSTCSTORE to PACS: 5 stored here, 5 accepted" in node.log()
+        expected = "POST /forward/POSTCSTORE/PACS/studies -> 200"
+    deadline = time.monotonic() + 5
+    while expected not in node.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    line = next(x for x in node.log().splitlines() if expected in x)
+    assert "5 stored here, 5 accepted and 0 refused by PACS" in line
 
 
 def test_calling_ae_is_the_scu_of_the_url(gw, tmp_path):
