@@ -2,10 +2,11 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# Debian packages the tests use as real peers (DCMTK storescu/findscu/movescu/getscu/dcmqrscp...).
-TEST_DEBS := dcmtk zip
+# Debian packages the tests use as real peers: DCMTK (storescu, findscu, movescu, getscu,
+# storescp, dcmqrscp), zip, and Orthanc with its DICOMweb plugin as an upstream PACS.
+TEST_DEBS := dcmtk zip orthanc orthanc-dicomweb
 
-.PHONY: serve test install install-test system-deps lint bench-ingest
+.PHONY: serve test install install-test system-deps lint
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
