@@ -26,7 +26,7 @@ from typing import BinaryIO
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.pdu_primitives import P_DATA
 
-from ..part10 import file_meta, header_bytes
+from ..part10 import header_bytes
 
 log = logging.getLogger(__name__)
 
@@ -119,9 +119,7 @@ def _start(provider: DIMSEServiceProvider, state: _State, context_id: int, comma
     sop_instance = _uid(command.get(0x1000, b""))
     path = state.temp_path()
     fh = path.open("wb")
-    fh.write(
-        header_bytes(file_meta(sop_class, sop_instance, cx.transfer_syntax[0], assoc.requestor.ae_title))
-    )
+    fh.write(header_bytes(sop_class, sop_instance, cx.transfer_syntax[0], assoc.requestor.ae_title))
     return _Incoming(context_id, _us(command.get(0x0110)) or 0, sop_class, sop_instance, path, fh)
 
 
