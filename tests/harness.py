@@ -88,6 +88,21 @@ def node_config(root: Path, **sections: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
+def stop_process(proc: subprocess.Popen | None, sig: int, timeout: float, *, strict: bool = False) -> int:
+    """Signal *proc* and wait; kill it after *timeout* (and raise, if *strict*)."""
+    if proc is None or proc.poll() is not None:
+        return proc.returncode if proc else 0
+    proc.send_signal(sig)
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        code = proc.wait()
+        if strict:
+            raise
+        return code
+
+
 @dataclass
 class RunningNode:
     """A ``dicom-node serve`` subprocess and how to reach it."""
@@ -146,16 +161,8 @@ class RunningNode:
         raise TimeoutError(f"node did not start in {timeout}s:\n{self.log()}")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
-        """Signal the node and wait for it; returns its exit code."""
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else 0
-        self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise
+        """Signal the node and wait for it; returns its exit code (a node that hangs fails the test)."""
+        return stop_process(self.proc, sig, timeout, strict=True)
 
     def restart(self) -> RunningNode:
         self.stop()
@@ -216,14 +223,7 @@ class _Process:
     proc: subprocess.Popen | None = None
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else 0
-        self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
+        return stop_process(self.proc, sig, timeout)
 
     def __enter__(self):
         return self
