@@ -196,11 +196,34 @@ class RunningNode:
 
 def dcmtk(*args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
     """Run a DCMTK command line; fail the test with its output when it fails."""
-    env = dict(os.environ)
-    result = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout, env=env)
+    result = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
     return result
+
+
+def storescu_args(ae_title: str, port: int, *paths: Path, aet: str = "STORESCU") -> list[str]:
+    """The storescu command line sending files or folders (recursively) to *ae_title* on *port*."""
+    return [
+        "storescu",
+        "-aet",
+        aet,
+        "-aec",
+        ae_title,
+        "+sd",
+        "+r",
+        "-nh",
+        "127.0.0.1",
+        str(port),
+        *map(str, paths),
+    ]
+
+
+def storescu(
+    ae_title: str, port: int, *paths: Path, aet: str = "STORESCU", check: bool = True
+) -> subprocess.CompletedProcess:
+    """Send files or folders with DCMTK storescu; fail the test if it fails (when *check*)."""
+    return dcmtk(*storescu_args(ae_title, port, *paths, aet=aet), check=check)
 
 
 def dataset_bytes(path: Path) -> bytes:

@@ -24,11 +24,12 @@ from pydicom import dcmread
 from pydicom.uid import generate_uid
 
 from bench.corpus import make_dataset, write, write_corpus
-from tests.harness import NODE_AE, QRSCP, Orthanc, dcmtk, free_port, orthanc_available
+from tests import harness
+from tests.harness import NODE_AE, QRSCP, Orthanc, free_port, orthanc_available
 
 
 def storescu(port: int, ae: str, *paths: Path) -> None:
-    dcmtk("storescu", "-aec", ae, "+sd", "+r", "-nh", "127.0.0.1", str(port), *map(str, paths))
+    harness.storescu(ae, port, *paths)
 
 
 def wait_done(node, accession: str, timeout: float = 60.0) -> httpx.Response:

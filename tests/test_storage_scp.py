@@ -15,24 +15,12 @@ from pynetdicom import AE, _config
 from pynetdicom.sop_class import CTImageStorage
 
 from bench.corpus import make_dataset, write, write_corpus
+from tests import harness
 from tests.harness import NODE_AE, dataset_bytes, dcmtk
 
 
 def storescu(node, *paths: Path, aet: str = "STORESCU", check: bool = True):
-    return dcmtk(
-        "storescu",
-        "-aet",
-        aet,
-        "-aec",
-        node.ae_title,
-        "+sd",
-        "+r",
-        "-nh",
-        "127.0.0.1",
-        str(node.dicom_port),
-        *map(str, paths),
-        check=check,
-    )
+    return harness.storescu(node.ae_title, node.dicom_port, *paths, aet=aet, check=check)
 
 
 def stored_path(node, sop_uid: str) -> Path:

@@ -16,12 +16,19 @@ from pydicom.uid import MRImageStorage, generate_uid
 
 from bench.corpus import make_dataset, write, write_corpus
 from tests.forward_peers import RefusingSCP
-from tests.harness import Orthanc, StoreSCP, dataset_bytes, dcmtk, free_port, orthanc_available
+from tests.harness import (
+    Orthanc,
+    StoreSCP,
+    dataset_bytes,
+    dcmtk,
+    free_port,
+    orthanc_available,
+    storescu_args,
+)
 
 
 def storescu(node, *paths: Path, aet: str = "MODALITY", background: bool = False):
-    args = ["storescu", "-aet", aet, "-aec", node.ae_title, "+sd", "+r", "-nh"]
-    args += ["127.0.0.1", str(node.dicom_port), *map(str, paths)]
+    args = storescu_args(node.ae_title, node.dicom_port, *paths, aet=aet)
     if background:
         return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return dcmtk(*args)
