@@ -1,5 +1,7 @@
 """The four index levels: patient, study, series, instance."""
 
+from node.index.ddl import execute
+
 STATEMENTS = [
     'CREATE TABLE "patient" ("id" INTEGER NOT NULL PRIMARY KEY, "patient_id" TEXT NOT NULL,'
     ' "patient_name" TEXT NOT NULL, "patient_name_key" TEXT NOT NULL, "birth_date" TEXT NOT NULL,'
@@ -41,5 +43,4 @@ STATEMENTS = [
 
 
 def apply(db) -> None:
-    for sql in STATEMENTS:
-        db.execute_sql(sql)
+    execute(db, STATEMENTS)

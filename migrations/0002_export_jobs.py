@@ -1,5 +1,7 @@
 """Export jobs: one row per accession number (ZIP export with read-through retrieval)."""
 
+from node.index.ddl import execute
+
 STATEMENTS = [
     'CREATE TABLE "export_job" ("id" INTEGER NOT NULL PRIMARY KEY, "accession" TEXT NOT NULL,'
     ' "state" TEXT NOT NULL, "failure" TEXT NOT NULL, "message" TEXT NOT NULL,'
@@ -13,5 +15,4 @@ STATEMENTS = [
 
 
 def apply(db) -> None:
-    for sql in STATEMENTS:
-        db.execute_sql(sql)
+    execute(db, STATEMENTS)

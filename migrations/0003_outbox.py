@@ -1,5 +1,7 @@
 """Store-and-forward outbox: one row per (instance, forwarding remote)."""
 
+from node.index.ddl import execute
+
 STATEMENTS = [
     'CREATE TABLE "outbox" ("id" INTEGER NOT NULL PRIMARY KEY, "instance_id" INTEGER NOT NULL,'
     ' "remote" TEXT NOT NULL, "state" TEXT NOT NULL, "generation" INTEGER NOT NULL,'
@@ -14,5 +16,4 @@ STATEMENTS = [
 
 
 def apply(db) -> None:
-    for sql in STATEMENTS:
-        db.execute_sql(sql)
+    execute(db, STATEMENTS)

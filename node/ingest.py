@@ -22,17 +22,12 @@ from pydicom.errors import InvalidDicomError
 
 from .index.db import database, write_transaction
 from .index.models import Instance, utcnow
+from .statuses import CANNOT_UNDERSTAND, DATASET_DOES_NOT_MATCH, OUT_OF_RESOURCES, PROCESSING_FAILURE
 from .store import InstanceStore, UnsafePath
 from .uids import valid_uid
 
 log = logging.getLogger(__name__)
 
-# DICOM failure statuses (PS3.4 Annex B) used by the ingest path; the same
-# numbers are DICOMweb FailureReason values (PS3.18 Table 10.5.3-1).
-PROCESSING_FAILURE = 0x0110
-OUT_OF_RESOURCES = 0xA700
-DATASET_DOES_NOT_MATCH = 0xA900
-CANNOT_UNDERSTAND = 0xC000
 
 
 class Status(enum.Enum):

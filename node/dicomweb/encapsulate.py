@@ -33,13 +33,11 @@ from pydicom.filewriter import write_dataset, write_file_meta_info
 from pydicom.uid import ExplicitVRLittleEndian
 
 from ..part10 import file_meta
+from ..statuses import COERCION, MISSING_BULKDATA, TRANSFER_SYNTAX_NOT_SUPPORTED
 from ..uids import new_uid
 from .json_model import BulkRef
 
 # FailureReason / WarningReason values (PS3.18 Table 10.5.3-1 and dcm4chee's).
-COERCION = 0xB000
-TRANSFER_SYNTAX_NOT_SUPPORTED = 0xC122
-MISSING_BULKDATA = 0xC902
 
 PIXEL_DATA = 0x7FE00010
 ENCAPSULATED_DOCUMENT = 0x00420011

@@ -18,8 +18,9 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
+from ..statuses import METADATA_NOT_PARSEABLE
+
 # dcm4chee's FailureReason for metadata that cannot be parsed.
-METADATA_NOT_PARSEABLE = 0xC901
 
 _TAG_RE = re.compile(r"^[0-9A-Fa-f]{8}$")
 

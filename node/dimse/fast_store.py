@@ -27,13 +27,13 @@ from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.pdu_primitives import P_DATA
 
 from ..part10 import header_bytes
+from ..statuses import OUT_OF_RESOURCES
 
 log = logging.getLogger(__name__)
 
 C_STORE_RQ = 0x0001
 C_STORE_RSP = 0x8001
 NO_DATASET = 0x0101
-OUT_OF_RESOURCES = 0xA700
 
 # (store function) -> (status, error comment); given the spooled file and the association.
 StoreFunc = Callable[[object, Path], tuple[int, str]]

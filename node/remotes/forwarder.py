@@ -33,6 +33,7 @@ from ..context import NodeContext
 from ..index import outbox
 from ..index.models import utcnow
 from ..index.outbox import DONE, FAILED, PENDING, Queued, Settlement
+from ..statuses import NOT_AUTHORIZED, SOP_CLASS_NOT_SUPPORTED, is_out_of_resources
 from .sender import (
     UNCOMPRESSED,
     NoAcceptedContext,
@@ -59,9 +60,8 @@ POLL_S = 5.0  # safety net: rows queued by another process (import, --retry)
 MAX_REMEMBERED_CLASSES = 64  # SOP classes proposed again on a reopened association
 
 # C-STORE failures that will not change by sending again (PS3.4 B.2.3, PS3.7 C).
-PERMANENT_STATUSES = {0x0122, 0x0124, 0x0117, 0x0111}
+PERMANENT_STATUSES = {SOP_CLASS_NOT_SUPPORTED, NOT_AUTHORIZED, 0x0117, 0x0111}
 WARNING_STATUSES = {0x0107, 0x0116}
-OUT_OF_RESOURCES = 0xA700  # 0xA7xx: the remote is full for now, not refusing this instance
 
 
 def is_permanent(status: int) -> bool:
@@ -270,7 +270,7 @@ class ForwardWorker(threading.Thread):
                 self._remote_down(sent.error or "association lost")
                 outage = True
                 break
-            if sent.status is not None and sent.status & 0xFF00 == OUT_OF_RESOURCES:
+            if sent.status is not None and is_out_of_resources(sent.status):
                 # The remote is full: wait like for an outage; the row keeps its attempts.
                 comment = f" ({sent.error})" if sent.error else ""
                 self._remote_down(f"out of resources, status 0x{sent.status:04X}{comment}")

@@ -24,13 +24,12 @@ from starlette.routing import Route
 from ..config import Remote, valid_ae_title
 from ..context import NodeContext
 from ..index.models import Instance
-from ..ingest import PROCESSING_FAILURE, Source, Status
+from ..ingest import Source, Status
 from ..remotes.forwarder import is_accepted
 from ..remotes.sender import NoAcceptedContext, Peer, SendError, Sent, outgoing, send_batch
+from ..statuses import PROCESSING_FAILURE, SOP_CLASS_NOT_SUPPORTED
 from .access_log import note
 from .stow import InstanceResult, StowError, base_url, error_response, receive, stow_response
-
-SOP_CLASS_NOT_SUPPORTED = 0x0122  # FailureReason when the remote took no context for it
 
 
 @dataclass

@@ -56,8 +56,6 @@ from ..dicomweb.encapsulate import BuildError, Bulk, build_instance
 from ..dicomweb.json_model import MetadataError, dataset_from_json, load_json
 from ..dicomweb.xml_model import load_xml
 from ..ingest import (
-    CANNOT_UNDERSTAND,
-    OUT_OF_RESOURCES,
     Outcome,
     Rejected,
     Source,
@@ -65,6 +63,7 @@ from ..ingest import (
     ingest_file,
     read_header,
 )
+from ..statuses import CANNOT_UNDERSTAND, OUT_OF_RESOURCES, STUDY_UID_MISMATCH
 from ..uids import valid_uid
 from .access_log import note
 from .multipart import BodyError, BodySpooler, Part, parse_media_type
@@ -76,7 +75,6 @@ DICOM_JSON = "application/dicom+json"
 DICOM_XML = "application/dicom+xml"
 SUPPORTED_TYPES = (DICOM, DICOM_JSON, DICOM_XML)
 
-STUDY_UID_MISMATCH = 0xC409
 # Metadata parts are parsed in memory; bulk data in sequences is loaded too.
 MAX_METADATA_BYTES = 64 * 1024 * 1024
 MAX_NESTED_BULK_BYTES = 16 * 1024 * 1024
