@@ -20,7 +20,7 @@ from pydicom.charset import python_encoding
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
-from .index.db import database, write_transaction
+from .index.db import execute, write_transaction
 from .index.models import Instance, utcnow
 from .statuses import CANNOT_UNDERSTAND, DATASET_DOES_NOT_MATCH, OUT_OF_RESOURCES, PROCESSING_FAILURE
 from .store import InstanceStore, UnsafePath
@@ -379,7 +379,7 @@ _SQL_SERIES = _upsert_sql("series", "series_uid", _SERIES_COLS, parent="study_id
 _SQL_OLD_INSTANCE = 'SELECT "id", "path" FROM "instance" WHERE "sop_uid" = ?'
 _SQL_INSERT_INSTANCE = (
     f'INSERT INTO "instance" ("sop_uid", "series_id", {", ".join(map(_q, _INSTANCE_COLS))}) '
-    f"VALUES ({', '.join('?' * (len(_INSTANCE_COLS) + 2))})"
+    f"VALUES ({', '.join('?' * (len(_INSTANCE_COLS) + 2))}) RETURNING \"id\""
 )
 _SQL_UPDATE_INSTANCE = (
     f'UPDATE "instance" SET "series_id" = ?, {", ".join(f"{_q(c)} = ?" for c in _INSTANCE_COLS)} '
@@ -394,7 +394,6 @@ def _index(header: Header, relative: str, size: int, source: Source) -> tuple[In
     building the equivalent peewee queries cost several times the SQL itself.
     """
     now = utcnow()
-    db = database.obj
     h = header
     inst = dict(
         h.instance,
@@ -405,23 +404,23 @@ def _index(header: Header, relative: str, size: int, source: Source) -> tuple[In
         source=source.label,
     )
     with write_transaction():
-        (patient_id,) = db.execute_sql(
+        (patient_id,) = execute(
             _SQL_PATIENT, [h.patient["patient_id"], *(h.patient[c] for c in _PATIENT_COLS), now, now]
         ).fetchone()
-        (study_id,) = db.execute_sql(
+        (study_id,) = execute(
             _SQL_STUDY, [h.study_uid, patient_id, *(h.study[c] for c in _STUDY_COLS), now, now]
         ).fetchone()
-        (series_id,) = db.execute_sql(
+        (series_id,) = execute(
             _SQL_SERIES, [h.series_uid, study_id, *(h.series[c] for c in _SERIES_COLS), now, now]
         ).fetchone()
-        old = db.execute_sql(_SQL_OLD_INSTANCE, [h.sop_uid]).fetchone()
+        old = execute(_SQL_OLD_INSTANCE, [h.sop_uid]).fetchone()
         values = [inst[c] for c in _INSTANCE_COLS]
         if old is None:
-            cursor = db.execute_sql(_SQL_INSERT_INSTANCE, [h.sop_uid, series_id, *values])
-            instance_id, old_path = cursor.lastrowid, None
+            (instance_id,) = execute(_SQL_INSERT_INSTANCE, [h.sop_uid, series_id, *values]).fetchone()
+            old_path = None
         else:
             instance_id, old_path = old
-            db.execute_sql(_SQL_UPDATE_INSTANCE, [series_id, *values, instance_id])
+            execute(_SQL_UPDATE_INSTANCE, [series_id, *values, instance_id])
         instance = Instance(id=instance_id, sop_uid=h.sop_uid, series=series_id, **inst)
         for hook in index_hooks:
             hook(instance, source)

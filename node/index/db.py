@@ -50,6 +50,20 @@ def open_database(path: Path, *, durable: bool = True) -> peewee.SqliteDatabase:
 _write_lock = threading.RLock()
 
 
+def execute(sql: str, params: list[object] | tuple[object, ...] = ()):
+    """Run hand-written SQL (``?`` placeholders) on the bound database; returns the cursor.
+
+    The index's hand-written statements are spelled with ``?``; this is the
+    one place they are given the database's own placeholder, so they run on
+    PostgreSQL (``%s``) as well as SQLite.  No statement of the index puts a
+    literal question mark in its SQL text (values are always parameters).
+    """
+    db = database.obj
+    if db.param != "?":
+        sql = sql.replace("?", db.param)
+    return db.execute_sql(sql, params)
+
+
 @contextmanager
 def write_transaction() -> Iterator[None]:
     """A short write transaction that takes the write lock up front."""

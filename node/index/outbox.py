@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import peewee
 
 from ..ingest import Source, index_hooks
-from .db import database, write_transaction
+from .db import execute, write_transaction
 from .models import BaseModel, Instance, utcnow
 
 PENDING = "pending"
@@ -76,11 +76,10 @@ class OutboxHook:
 
     def __call__(self, instance: Instance, source: Source) -> None:
         now = utcnow()
-        db = database.obj
         for name in self.remotes:
             if name == source.remote:
                 continue  # never send an instance back where it came from
-            db.execute_sql(_SQL_ENQUEUE, [instance.id, name, PENDING, now, now])
+            execute(_SQL_ENQUEUE, [instance.id, name, PENDING, now, now])
             if self.notify:
                 # Still inside the transaction: the worker's next read takes
                 # the write lock first, so it waits for this commit.
@@ -168,7 +167,7 @@ def settle_and_fetch(
         _settle(settlements, now)
         if limit <= 0:
             return []
-        rows = database.obj.execute_sql(_SQL_DUE, [remote, PENDING, after_id, now, limit])
+        rows = execute(_SQL_DUE, [remote, PENDING, after_id, now, limit])
         return [Queued(*row) for row in rows]
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import peewee
 
 from ..uids import valid_uid
-from .db import database
+from .db import database, execute
 
 LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
 ROOTS = ("PATIENT", "STUDY", "PATIENT_STUDY_ONLY")
@@ -469,13 +469,6 @@ def _paging(query: Query) -> tuple[str, list[object]]:
     return " LIMIT ? OFFSET ?", [query.limit, query.offset]
 
 
-def _execute(sql: str, params: list[object]):
-    db = database.obj
-    if db.param != "?":
-        sql = sql.replace("?", db.param)
-    return db.execute_sql(sql, params)
-
-
 def _convert(attr: _Attr | None, value: object) -> object:
     if attr is None:
         return ""
@@ -516,7 +509,7 @@ def run(query: Query) -> Iterator[dict[str, object]]:
         sql += " WHERE " + " AND ".join(where.sql)
     sql += f' ORDER BY {_ALIAS[query.level]}."id"'
     paging, paging_params = _paging(query)
-    cursor = _execute(sql + paging, where.params + paging_params)
+    cursor = execute(sql + paging, where.params + paging_params)
     return _stream(cursor, keys, attrs, selected)
 
 
@@ -552,7 +545,7 @@ def matching_instances(query: Query) -> list[InstanceRef]:
         + " AND ".join(where.sql)
         + ' ORDER BY st."id", se."series_number", se."id", i."instance_number", i."id"'
     )
-    cursor = _execute(sql, where.params)
+    cursor = execute(sql, where.params)
     try:
         return [InstanceRef(*row) for row in cursor.fetchall()]
     finally:
