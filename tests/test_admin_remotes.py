@@ -16,8 +16,10 @@ import zipfile
 
 import httpx
 import pytest
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pynetdicom import AE
 
-from bench.corpus import write_corpus
+from bench.corpus import make_dataset, write_corpus
 from tests.harness import (
     NODE_AE,
     QRSCP,
@@ -127,6 +129,36 @@ def test_an_upstream_outside_allowed_calling_aets_can_still_send_back(peers, tmp
     assert r.status_code == 200, r.text
     assert r.headers["content-type"] == "application/zip"
     assert len(zipfile.ZipFile(io.BytesIO(r.content)).namelist()) == 4
+
+
+def test_a_refused_c_store_and_stow_part_are_logged_with_their_reason(peers):
+    node, _, _ = peers
+    with pytest.warns(UserWarning, match="Invalid value for VR UI"):
+        ds = make_dataset(study_uid="not-a-uid", series_uid=generate_uid())
+    ae = AE(ae_title="ME")
+    ae.add_requested_context(ds.SOPClassUID, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", node.dicom_port, ae_title=NODE_AE)
+    assert assoc.is_established
+    try:
+        rsp = assoc.send_c_store(ds)
+    finally:
+        assoc.release()
+    assert rsp.Status == 0xA900 and "StudyInstanceUID is not a valid UID" in rsp.ErrorComment
+    # The association line counts it; a line of its own says why.
+    wait_until("the association line", lambda: "association ME from" in node.log())
+    assert any("association ME from" in x and "1 failed" in x for x in node.log().splitlines())
+    assert (
+        " WARNING node.dimse: C-STORE from ME refused with 0xA900 (Data set does not match SOP class): "
+        "StudyInstanceUID is not a valid UID: 'not-a-uid'"
+    ) in node.log()
+
+    body = b"\r\n--B\r\nContent-Type: application/dicom\r\n\r\nnot dicom at all\r\n--B--"
+    headers = {"Content-Type": 'multipart/related; type="application/dicom"; boundary=B'}
+    r = httpx.post(f"{node.url}/dicom-web/studies", content=body, headers=headers)
+    assert r.status_code == 409
+    wait_until("the request line", lambda: "POST /dicom-web/studies -> 409" in node.log())
+    (line,) = [x for x in node.log().splitlines() if "POST /dicom-web/studies -> 409" in x]
+    assert "refused with 0xC000 (Cannot understand / unable to process): part 1: not a DICOM" in line
 
 
 def test_sighup_adds_a_remote_and_changes_the_acl_without_a_restart(peers, tmp_path):

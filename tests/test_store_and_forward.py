@@ -209,6 +209,14 @@ def test_permanent_refusals_are_recorded_then_retried_on_request(node_factory, t
         assert report["pending"] == 0 and report["forwarded"] == 0
         assert report["last_error"]
         assert node.health()["outbox"]["failed"] == 4
+        # Refused for good: the association's line is a WARNING (an operator must act).
+        wait_until(
+            "the association line at WARNING",
+            lambda: any(
+                " WARNING node.forward: association " in line and "refused" in line
+                for line in node.log().splitlines()
+            ),
+        )
 
         # The operator fixes the remote, then re-queues: the CT instances go, the MR
         # (no presentation context at that remote) fails again.
