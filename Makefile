@@ -8,15 +8,26 @@ TEST_DEBS := dcmtk zip orthanc orthanc-dicomweb
 
 .PHONY: serve test install install-test system-deps lint
 
+# Stamps: pip runs again only when pyproject.toml changed (or the venv is new),
+# so a second `make serve` starts the node without reinstalling.
+INSTALLED := $(VENV)/.installed
+INSTALLED_TEST := $(VENV)/.installed-test
+
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-install: $(BIN)/python
+$(INSTALLED): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e .
+	@touch $@
 
-install-test: $(BIN)/python system-deps
+$(INSTALLED_TEST): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
+	@touch $@ $(INSTALLED)
+
+install: $(INSTALLED)
+
+install-test: system-deps $(INSTALLED_TEST)
 
 system-deps:
 	@missing=""; for p in $(TEST_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -27,7 +38,7 @@ system-deps:
 	fi
 
 serve: install
-	$(BIN)/dicom-node serve --config config.toml
+	@$(BIN)/dicom-node serve --config config.toml
 
 test: install-test
 	$(BIN)/ruff check node tests bench migrations

@@ -1,4 +1,4 @@
-"""The command line: ``dicom-node serve | migrate | import | check | forward``."""
+"""The command line: ``dicom-node serve | migrate | import | check | forward | ls | delete | echo | init``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
-from .config import ConfigError, Settings, load
+from .config import ConfigError, DicomSettings, HttpSettings, Settings, load
+from .index.migrate import SchemaTooNew
 
 log = logging.getLogger("node")
 
@@ -51,8 +52,15 @@ def _cmd_import(settings: Settings, args: argparse.Namespace) -> int:
 def _cmd_check(settings: Settings, args: argparse.Namespace) -> int:
     from .check import run_check
     from .context import open_context
+    from .deletion import finish_pending
 
-    return run_check(open_context(settings), repair=args.repair)
+    ctx = open_context(settings)
+    # Files of a deletion cut short by a crash have no rows: finish removing
+    # them first, so that they are not reported (or re-indexed by --repair).
+    finished = finish_pending(ctx)
+    if finished:
+        print(f"finished {finished} file removal(s) of an interrupted deletion")
+    return run_check(ctx, repair=args.repair)
 
 
 def _cmd_forward(settings: Settings, args: argparse.Namespace) -> int:
@@ -62,19 +70,80 @@ def _cmd_forward(settings: Settings, args: argparse.Namespace) -> int:
     return run_forward(open_context(settings), retry=args.retry)
 
 
+def _cmd_ls(settings: Settings, args: argparse.Namespace) -> int:
+    from .admin.listing import OPTION_KEYS, run_ls
+    from .context import open_context
+
+    open_context(settings)
+    options = {name: getattr(args, name) for name in OPTION_KEYS}
+    return run_ls(args.what, options, args.key, limit=args.limit, as_json=args.json)
+
+
+def _cmd_delete(settings: Settings, args: argparse.Namespace) -> int:
+    from .admin.delete import run_delete
+    from .context import open_context
+
+    return run_delete(open_context(settings), args.uids, yes=args.yes)
+
+
+def _cmd_echo(settings: Settings, args: argparse.Namespace) -> int:
+    from .remotes.echo import echo
+
+    # Our own line names the failure; pynetdicom's would repeat it less clearly.
+    logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
+    names = args.remotes or [r.name for r in settings.remotes]
+    if not names:
+        print("dicom-node echo: no remotes configured", file=sys.stderr)
+        return 2
+    remotes = []
+    for name in names:
+        remote = settings.remote_by_name(name)
+        if remote is None:
+            known = ", ".join(r.name for r in settings.remotes) or "none configured"
+            print(f"dicom-node echo: no remote named {name!r} (known: {known})", file=sys.stderr)
+            return 2
+        remotes.append(remote)
+    failed = 0
+    for remote in remotes:
+        result = echo(remote, settings.dicom.ae_title, args.timeout)
+        print(result, file=sys.stdout if result.ok else sys.stderr)
+        failed += not result.ok
+    return 1 if failed else 0
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    from .admin.initdir import run_init
+
+    return run_init(
+        args.dir,
+        ae_title=args.ae_title,
+        dicom_host=args.dicom_host,
+        dicom_port=args.dicom_port,
+        http_port=args.http_port,
+    )
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dicom-node", description=__doc__)
     parser.add_argument("--version", action="version", version=f"dicom-node {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def command(name: str, func, help_: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_)
-        p.add_argument("--config", help="config file (default: $DICOM_NODE_CONFIG or ./config.toml)")
+    def command(name: str, func, help_: str, *, config: bool = True, **kwargs) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_, **kwargs)
+        if config:
+            p.add_argument("--config", help="config file (default: $DICOM_NODE_CONFIG or ./config.toml)")
         p.add_argument("--log-level", default="INFO")
-        p.set_defaults(func=func)
+        p.set_defaults(func=func, needs_config=config)
         return p
 
-    command("serve", _cmd_serve, "run the DIMSE and HTTP servers")
+    command("serve", _cmd_serve, "run the DIMSE and HTTP servers (SIGHUP reloads the remotes and the ACL)")
     command("migrate", _cmd_migrate, "apply pending index migrations")
     p = command("import", _cmd_import, "store DICOM files and folders (recursive)")
     p.add_argument("paths", nargs="+")
@@ -83,6 +152,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repair", action="store_true", help="re-index stray files, drop dangling rows")
     p = command("forward", _cmd_forward, "show store-and-forward queues; --retry re-queues failed rows")
     p.add_argument("--retry", metavar="REMOTE", help="re-queue the failed instances of this remote")
+
+    p = command(
+        "ls",
+        _cmd_ls,
+        "list patients, studies or series held here (C-FIND matching: * ? wildcards, date ranges)",
+        epilog="examples: dicom-node ls --name 'DOE*' --date 20240101-20240131; "
+        "dicom-node ls series --study 1.2.3; dicom-node ls -k StudyDescription='*HEAD*'",
+    )
+    p.add_argument("what", nargs="?", choices=("patients", "studies", "series"), default="studies")
+    p.add_argument("-n", "--name", help="PatientName, e.g. 'DOE^J*' (case-insensitive)")
+    p.add_argument("-i", "--patient-id", help="PatientID")
+    p.add_argument("-d", "--date", help="StudyDate: YYYYMMDD, or a range YYYYMMDD-YYYYMMDD (either end open)")
+    p.add_argument("-a", "--accession", help="AccessionNumber")
+    p.add_argument("-m", "--modality", help="a modality in the study (Modality for series)")
+    p.add_argument("-s", "--study", help="StudyInstanceUID (a backslash-separated list matches any)")
+    p.add_argument(
+        "-k",
+        "--key",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any matching key, as findscu takes it: Keyword=value or gggg,eeee=value",
+    )
+    p.add_argument("--limit", type=int, default=100, help="at most this many rows (default 100; 0 = all)")
+    p.add_argument("--json", action="store_true", help="print the matches as JSON")
+
+    p = command("delete", _cmd_delete, "delete studies, series or instances by UID (files, rows, archives)")
+    p.add_argument("uids", nargs="+", metavar="UID", help="a Study, Series or SOP Instance UID")
+    p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+
+    p = command("echo", _cmd_echo, "C-ECHO configured remotes by name (all of them when none is named)")
+    p.add_argument("remotes", nargs="*", metavar="REMOTE", help="a remote's name in the config")
+    p.add_argument("--timeout", type=_positive, default=10.0, help="seconds per step (default 10)")
+
+    p = command(
+        "init", _cmd_init, "write a commented config.toml and the storage folders into DIR", config=False
+    )
+    p.add_argument("dir", nargs="?", default=".", metavar="DIR", help="folder to set up (default: .)")
+    p.add_argument("--ae-title", default=DicomSettings.ae_title, help="this node's AE title")
+    p.add_argument("--dicom-host", default=DicomSettings.host, help="address the DIMSE port listens on")
+    p.add_argument("--dicom-port", type=int, default=DicomSettings.port, help="DIMSE port")
+    p.add_argument("--http-port", type=int, default=HttpSettings.port, help="HTTP port")
     return parser
 
 
@@ -91,13 +202,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args.log_level)
     try:
+        if not args.needs_config:
+            return args.func(args)
         settings = load(args.config)
     except ConfigError as exc:
         print(f"dicom-node: config error: {exc}", file=sys.stderr)
         return 2
+    except FileExistsError as exc:
+        print(f"dicom-node: {exc}", file=sys.stderr)
+        return 1
     try:
         return args.func(settings, args)
+    except SchemaTooNew as exc:
+        log.error("%s", exc)
+        return 1
     except OSError as exc:
         log.error("%s", exc)
-        print(f"dicom-node: {exc}", file=sys.stderr)
         return 1

@@ -98,6 +98,19 @@ class Settings:
         """The remote called *name* in the config."""
         return next((r for r in self.remotes if r.name == name), None)
 
+    def calling_aets_accepted(self) -> tuple[str, ...]:
+        """The calling AE titles associations are accepted from; empty means any.
+
+        A non-empty ``allowed_calling_aets`` is extended with the AE title of
+        every remote: a remote must always be able to call back, e.g. with the
+        C-STOREs of a C-MOVE this node asked it for, or retrieval would be
+        locked out by the list.
+        """
+        allowed = self.dicom.allowed_calling_aets
+        if not allowed:
+            return ()
+        return tuple(dict.fromkeys([*allowed, *(r.ae_title for r in self.remotes)]))
+
     def remote_for_accession(self, accession: str) -> Remote | None:
         """The remote whose longest matching accession prefix starts *accession*."""
         best: tuple[int, Remote] | None = None
@@ -223,6 +236,13 @@ _REMOTE_REQUIRED = ("name", "ae_title", "host", "port")
 _PATH_KEYS = {("storage", "path"), ("storage", "database"), ("export", "path")}
 
 
+def known_keys() -> dict[str, tuple[str, ...]]:
+    """Every key a config file may hold, by section; ``"remotes"`` for a ``[[remotes]]`` table."""
+    keys = {name: tuple(checks) for name, (_, checks) in _SECTIONS.items()}
+    keys["remotes"] = tuple(_REMOTE_KEYS)
+    return keys
+
+
 def _section(name: str, raw: Any, base: Path) -> Any:
     cls, checks = _SECTIONS[name]
     if not isinstance(raw, dict):
@@ -287,7 +307,10 @@ def load(path: str | os.PathLike[str] | None = None) -> Settings:
         with chosen.open("rb") as fh:
             data = tomllib.load(fh)
     except FileNotFoundError:
-        raise ConfigError(f"{chosen}: config file not found") from None
+        raise ConfigError(
+            f"{chosen}: config file not found (write one with `dicom-node init DIR`, "
+            "then pass --config DIR/config.toml)"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{chosen}: not valid TOML ({exc})") from None
     return parse(data, chosen.resolve().parent, source=chosen.resolve())

@@ -1,23 +1,31 @@
-"""Lifecycle of ``dicom-node serve``: DIMSE and HTTP in one process, graceful stop.
+"""Lifecycle of ``dicom-node serve``: DIMSE and HTTP in one process, reload, graceful stop.
 
-On SIGTERM/SIGINT the DIMSE listener closes at once (no new associations),
+Start-up binds both doors before anything runs or says "serving": a port in
+use stops it with one line naming the port and the door (exit 1).  On
+SIGHUP the remotes and the ACL are read again from the config file
+(node/reload.py); a file with an error keeps the running config.  On
+SIGTERM/SIGINT the DIMSE listener closes at once (no new associations),
 uvicorn stops accepting and finishes in-flight requests, running
 associations are given time to finish, and the process exits 0.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import signal
+import socket
 import threading
 import time
 
 import uvicorn
 
-from .config import Settings
+from . import deletion
+from .config import ConfigError, Settings
 from .context import NodeContext, open_context
 from .dimse import ae as dimse_ae
 from .export.service import ExportService
+from .reload import reload_settings
 from .remotes.forwarder import Forwarder
 from .store import use_store_tempdir
 from .web.app import create_app
@@ -54,19 +62,131 @@ def _drain(dimse_server, grace_s: float) -> None:
         assoc.abort()
 
 
+class DoorError(Exception):
+    """A door cannot listen on its port; the message names the door and the port."""
+
+
+def door_error(door: str, key: str, host: str, port: int, exc: OSError) -> DoorError:
+    """The one line start-up stops with when *door* cannot listen on *host*:*port*."""
+    if exc.errno == errno.EADDRINUSE:
+        why = f"is already in use (another process listens there: stop it, or change {key})"
+    elif exc.errno == errno.EACCES:
+        why = "needs privileges (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+    elif exc.errno == errno.EADDRNOTAVAIL:
+        why = f"cannot be bound: {host} is not an address of this machine"
+    else:
+        why = f"cannot be bound: {exc.strerror or exc}"
+    return DoorError(f"{door} port {port} on {host} {why}")
+
+
+def listen_http(host: str, port: int) -> socket.socket:
+    """Bind the HTTP door's socket now (uvicorn serves on it later); raise DoorError."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise door_error("HTTP", "[http].port", host, port, exc) from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise door_error("HTTP", "[http].port", host, port, exc) from None
+    return sock
+
+
+def start_dimse(ctx: NodeContext):
+    """Start the DIMSE listener (non-blocking); raise DoorError when its port cannot be bound."""
+    s = ctx.settings.dicom
+    try:
+        return dimse_ae.start(ctx)
+    except OSError as exc:
+        raise door_error("DICOM", "[dicom].port", s.host, s.port, exc) from None
+
+
+class Reloader:
+    """Applies SIGHUP reloads to the running pieces, one at a time, off the signal handler."""
+
+    def __init__(self, ctx: NodeContext, dimse_server, exports: ExportService, app, forwarder: Forwarder):
+        self.ctx = ctx
+        self.dimse_server = dimse_server
+        self.exports = exports
+        self.app = app
+        self.forwarder = forwarder
+        self._lock = threading.Lock()
+
+    def on_signal(self, *_args) -> None:
+        threading.Thread(target=self.reload, name="config-reload", daemon=True).start()
+
+    def reload(self) -> bool:
+        """Read the config file again and apply its remotes and ACL; False (logged) on an error."""
+        with self._lock:
+            source = self.ctx.settings.source
+            try:
+                change = reload_settings(self.ctx.settings)
+            except ConfigError as exc:
+                log.error("config reload failed, keeping the running config: %s", exc)
+                return False
+            self.ctx.settings = change.settings
+            self.exports.settings = change.settings
+            self.dimse_server.ae.require_calling_aet = list(change.settings.calling_aets_accepted())
+            if change.forwarding_changed:
+                self._restart_forwarder()
+            log.info(
+                "config reloaded from %s: %s",
+                source,
+                "; ".join(change.changes) or "no change to the remotes or the ACL",
+            )
+            for key in change.restart_needed:
+                log.warning("%s changed in %s: it takes effect at the next restart", key, source)
+            return True
+
+    def _restart_forwarder(self) -> None:
+        # Workers hold their remote; new or changed forwarding remotes need new workers.
+        # Rows queued meanwhile are durable: the new workers send them.
+        self.forwarder.stop()
+        self.forwarder = Forwarder(self.ctx)
+        self.forwarder.install()
+        self.forwarder.start()
+        self.app.state.forwarder = self.forwarder
+
+
 def serve(settings: Settings) -> int:
     """Run the node until SIGTERM/SIGINT; return the exit code."""
+    # Until the reloader is in place a SIGHUP must not kill the node (its default action).
+    signal.signal(signal.SIGHUP, lambda *_: log.warning("SIGHUP during start-up ignored: send it again"))
     ctx: NodeContext = open_context(settings)
     ctx.store.discard_temp()
     use_store_tempdir(ctx.store)
+    finished = deletion.finish_pending(ctx)
+    if finished:
+        log.info("finished %d file removal(s) of an interrupted deletion", finished)
+    h = settings.http
+    try:
+        http_socket = listen_http(h.host, h.port)
+    except DoorError as exc:
+        log.error("%s", exc)
+        return 1
+    try:
+        dimse_server = start_dimse(ctx)
+    except DoorError as exc:
+        http_socket.close()
+        log.error("%s", exc)
+        return 1
     forwarder = Forwarder(ctx)
     forwarder.install()
     forwarder.start()
-
-    dimse_server = dimse_ae.start(ctx)
     exports = ExportService(ctx)
     exports.start()
     closed = threading.Event()
+
+    app = create_app(ctx)
+    app.state.forwarder = forwarder
+    app.state.exports = exports
+    reloader = Reloader(ctx, dimse_server, exports, app, forwarder)
 
     def stop_listening() -> None:
         if not closed.is_set():
@@ -75,10 +195,6 @@ def serve(settings: Settings) -> int:
             # shutdown() blocks until serve_forever returns: do it off the signal handler.
             threading.Thread(target=dimse_server.shutdown, name="dimse-shutdown").start()
 
-    h = settings.http
-    app = create_app(ctx)
-    app.state.forwarder = forwarder
-    app.state.exports = exports
     config = uvicorn.Config(
         app,
         host=h.host,
@@ -93,6 +209,7 @@ def serve(settings: Settings) -> int:
     # handlers in place that re-raise is harmless and we exit 0 as promised.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: None)
+    signal.signal(signal.SIGHUP, reloader.on_signal)
     log.info(
         "serving %s: DICOM on %s:%d, HTTP on %s:%d, store %s",
         settings.dicom.ae_title,
@@ -102,11 +219,11 @@ def serve(settings: Settings) -> int:
         h.port,
         settings.storage.path,
     )
-    server.run()
+    server.run(sockets=[http_socket])
     stop_listening()
     exports.stop()
     _drain(dimse_server, ASSOCIATION_GRACE_S)
-    forwarder.stop()
+    reloader.forwarder.stop()
     ctx.db.close()
     if not server.started:
         log.error("HTTP server could not start on %s:%d", h.host, h.port)

@@ -15,6 +15,7 @@ import struct
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,10 @@ class RunningNode:
         self.root.mkdir(parents=True, exist_ok=True)
         self.log_path = self.root / "node.log"
         self.config_path = self.root / "config.toml"
+        self.write_config()
+
+    def write_config(self) -> None:
+        """Write ``self.config`` to the config file (a running node reads it again on SIGHUP)."""
         self.config_path.write_text(toml_text(self.config))
 
     @property
@@ -183,14 +188,16 @@ class RunningNode:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        """Run ``dicom-node ARGS --config <this node's config>``."""
+    def cli(self, *args: str, timeout: float = 120, input: str | None = None) -> subprocess.CompletedProcess:
+        """Run ``dicom-node ARGS --config <this node's config>`` (*input* on its stdin)."""
         return subprocess.run(
             [sys.executable, "-m", "node", *args, "--config", str(self.config_path)],
             cwd=REPO,
             capture_output=True,
             text=True,
             timeout=timeout,
+            input=input,
+            stdin=None if input is not None else subprocess.DEVNULL,
         )
 
 
@@ -420,6 +427,15 @@ class Orthanc(_Process):
             "port": self.dicom_port,
             **extra,
         }
+
+
+def wait_until(what: str, check: Callable[[], bool], timeout: float = 45.0) -> None:
+    """Poll *check* until it is true; fail the test naming *what* after *timeout* seconds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
 
 
 def median(values: list[float]) -> float:

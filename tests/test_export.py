@@ -137,6 +137,23 @@ def test_local_study_archive_cache_rebuild_and_ranges(node_factory, tmp_path):
     assert r.content != first
 
 
+def test_get_before_create_prepares_a_local_study(node_factory, tmp_path):
+    """Medialog's pair in either order: get_studies_zip first starts the job (202), then serves it."""
+    node = node_factory().start()
+    files = study(tmp_path / "src", "ORD", 3)
+    storescu(node.dicom_port, node.ae_title, tmp_path / "src")
+    r = httpx.get(f"{node.url}/api/get_studies_zip", params={"AccessionNumber": "ORD00000"})
+    assert r.status_code == 202, r.text
+    assert r.headers["content-type"] == "application/json"
+    assert r.json()["state"] in ("queued", "zipping", "ready")
+    r = wait_done(node, "ORD00000")
+    assert r.status_code == 200 and r.headers["content-type"] == "application/zip"
+    assert_archive(node, r.content, "ORD00000", files)
+    # Not held here (and no remote to ask): still 404, never an empty archive.
+    r = httpx.get(f"{node.url}/api/get_studies_zip", params={"AccessionNumber": "ORD99"})
+    assert r.status_code == 404
+
+
 def test_unknown_accession_and_path_tricks(node_factory, tmp_path):
     node = node_factory().start()
     outside = sorted(p for p in tmp_path.rglob("*") if p.is_file() and "storage" not in p.parts)
@@ -192,12 +209,13 @@ def test_eviction_by_age_and_total_size(node_factory, tmp_path):
     os.utime(export_files(node)[0], (old, old))
     build("EVC00000")
     assert [p.name for p in export_files(node)] == ["EVB00000.zip", "EVC00000.zip"]
-    assert httpx.get(f"{node.url}/accessions/EVA00000/zip").status_code == 404
     assert job_rows(node, "EVA00000") == []
     # Three do not fit: the oldest (EVB) goes.
     build("EVD00000")
     assert [p.name for p in export_files(node)] == ["EVC00000.zip", "EVD00000.zip"]
-    assert httpx.get(f"{node.url}/accessions/EVB00000/zip").status_code == 404
+    assert job_rows(node, "EVB00000") == []
+    # Held here but no longer prepared: a GET prepares it again (202), as for one never prepared.
+    assert httpx.get(f"{node.url}/accessions/EVB00000/zip").status_code == 202
 
 
 # -- read-through retrieval from dcmqrscp ---------------------------------------

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -24,6 +22,7 @@ from tests.harness import (
     free_port,
     orthanc_available,
     storescu_args,
+    wait_until,
 )
 
 
@@ -32,14 +31,6 @@ def storescu(node, *paths: Path, aet: str = "MODALITY", background: bool = False
     if background:
         return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return dcmtk(*args)
-
-
-def wait_until(what: str, check: Callable[[], bool], timeout: float = 45.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def sop_uids(paths: list[Path]) -> set[str]:
@@ -218,6 +209,14 @@ def test_permanent_refusals_are_recorded_then_retried_on_request(node_factory, t
         assert report["pending"] == 0 and report["forwarded"] == 0
         assert report["last_error"]
         assert node.health()["outbox"]["failed"] == 4
+        # Refused for good: the association's line is a WARNING (an operator must act).
+        wait_until(
+            "the association line at WARNING",
+            lambda: any(
+                " WARNING node.forward: association " in line and "refused" in line
+                for line in node.log().splitlines()
+            ),
+        )
 
         # The operator fixes the remote, then re-queues: the CT instances go, the MR
         # (no presentation context at that remote) fails again.

@@ -44,8 +44,8 @@ def build_ae(ctx: NodeContext) -> AE:
     ae.dimse_timeout = s.dimse_timeout
     ae.network_timeout = s.network_timeout
     ae.maximum_associations = 64
-    if s.allowed_calling_aets:
-        ae.require_calling_aet = list(s.allowed_calling_aets)
+    # allowed_calling_aets plus every remote's AE title (remotes can always call back).
+    ae.require_calling_aet = list(ctx.settings.calling_aets_accepted())
     ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
     for cx in AllStoragePresentationContexts:
         ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)

@@ -8,14 +8,20 @@ anything that reaches pynetdicom's own storage service.  Both call
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from pydicom.dataset import Dataset
 
 from ..context import NodeContext
 from ..ingest import Source, ingest_file
+from ..statuses import status_text
 from . import fast_store
 from .associations import stats
+
+log = logging.getLogger("node.dimse")
+
+LOGGED_REFUSALS = 10  # refusals logged one by one per association
 
 
 def error_comment(reason: str) -> str:
@@ -36,7 +42,29 @@ def store_received(ctx: NodeContext, assoc, path: Path) -> tuple[int, str]:
         stats(assoc).count(outcome.status.value)
         return 0x0000, ""
     stats(assoc).count("failed")
+    _log_refusal(assoc, calling, outcome)
     return outcome.failure_code, error_comment(outcome.reason)
+
+
+def _log_refusal(assoc, calling: str, outcome) -> None:
+    """One WARNING per refused instance, naming the status and the reason (the first few per association).
+
+    The association line only counts the failures; this says why.  A peer
+    sending thousands of bad instances gets :data:`LOGGED_REFUSALS` lines, not thousands.
+    """
+    logged = getattr(assoc, "_node_refusals_logged", 0)
+    assoc._node_refusals_logged = logged + 1
+    if logged < LOGGED_REFUSALS:
+        instance = f" (SOP Instance {outcome.sop_instance_uid})" if outcome.sop_instance_uid else ""
+        log.warning(
+            "C-STORE from %s refused with %s: %s%s",
+            calling,
+            status_text(outcome.failure_code),
+            outcome.reason,
+            instance,
+        )
+    elif logged == LOGGED_REFUSALS:
+        log.warning("C-STORE from %s: further refusals on this association are only counted", calling)
 
 
 def handle_store(event, ctx: NodeContext) -> Dataset:

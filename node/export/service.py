@@ -189,6 +189,10 @@ class ExportService:
         """GET: the archive when ready, else the job; a stale archive is rebuilt."""
         accession = validate(raw_accession)
         job = ExportJob.get_or_none(ExportJob.accession == accession)
+        if job is None and archive.local_version(accession).held:
+            # Held here but never prepared: prepare it now (202), so that Medialog's
+            # get_studies_zip works before (or without) create_studies_zip.
+            return self.request(accession)
         if job is None:
             return Answer(
                 Kind.NOT_FOUND,

@@ -20,15 +20,49 @@ def available() -> list[str]:
     return sorted(m.name for m in pkgutil.iter_modules(migrations.__path__) if m.name[:4].isdigit())
 
 
+class SchemaTooNew(RuntimeError):
+    """The index records migrations this version does not know: a newer version wrote it."""
+
+
+def _recorded(db: peewee.Database) -> set[str]:
+    db.create_tables([SchemaMigration], safe=True)
+    return {row.name for row in SchemaMigration.select(SchemaMigration.name)}
+
+
 def pending(db: peewee.Database) -> list[str]:
     """Migrations not yet recorded in *db*."""
-    db.create_tables([SchemaMigration], safe=True)
-    done = {row.name for row in SchemaMigration.select(SchemaMigration.name)}
+    done = _recorded(db)
     return [name for name in available() if name not in done]
 
 
+def unknown(db: peewee.Database) -> list[str]:
+    """Migrations recorded in *db* that this version does not have (a newer version applied them)."""
+    return sorted(_recorded(db) - set(available()))
+
+
+def check_not_newer(db: peewee.Database) -> None:
+    """Raise SchemaTooNew when *db* was migrated by a newer version of the node.
+
+    Running on such an index could misread or damage what the newer schema
+    holds; the operator upgrades the node again or restores a backup.
+    """
+    newer = unknown(db)
+    if newer:
+        from .. import __version__
+
+        raise SchemaTooNew(
+            f"the index {db.database} was written by a newer dicom-node: it records migration(s) "
+            f"{', '.join(newer)}, which dicom-node {__version__} does not know. Run the newer "
+            "version, or restore the backup taken before the upgrade (docs/upgrade-and-backup.md)"
+        )
+
+
 def migrate(db: peewee.Database) -> list[str]:
-    """Apply every pending migration, each in its own transaction; return their names."""
+    """Apply every pending migration, each in its own transaction; return their names.
+
+    Raises SchemaTooNew (and changes nothing) for an index of a newer version.
+    """
+    check_not_newer(db)
     applied = []
     for name in pending(db):
         module = importlib.import_module(f"migrations.{name}")

@@ -342,7 +342,8 @@ class ForwardWorker(threading.Thread):
             pass
         names = {DONE: "forwarded", FAILED: "refused", PENDING: "to retry"}
         done = ", ".join(f"{n} {names[k]}" for k, n in sorted(link.counts.items())) or "nothing sent"
-        log.info(
+        log.log(  # refused for good: an operator must act (dicom-node forward --retry)
+            logging.WARNING if link.counts.get(FAILED) else logging.INFO,
             "association %s to %s: %s; %s in %.2fs",
             self.ctx.settings.dicom.ae_title,
             self.peer,

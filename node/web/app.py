@@ -6,7 +6,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
 from ..context import NodeContext
-from . import export, health, qido, stow, wado
+from . import delete, echo, export, health, qido, stow, wado
 from . import forward as forward_routes
 from . import remotes as remotes_routes
 from .access_log import RequestLog
@@ -16,7 +16,9 @@ from .auth import BearerToken
 def create_app(ctx: NodeContext) -> Starlette:
     """The ASGI app serving *ctx*."""
     routes = [*health.routes, *stow.routes, *qido.routes, *wado.routes, *export.routes]
+    routes += delete.routes
     routes += remotes_routes.routes
+    routes += echo.routes
     routes += forward_routes.routes
     middleware = [Middleware(RequestLog)]
     if ctx.settings.http.token:

@@ -34,13 +34,18 @@ async def list_remotes(request: Request) -> JSONResponse:
     return JSONResponse({"remotes": reports, "now": iso(utcnow())})
 
 
+def unknown_remote(settings, name: str) -> JSONResponse:
+    """The 404 of a route naming a remote that is not configured."""
+    known = ", ".join(r.name for r in settings.remotes) or "none configured"
+    return JSONResponse({"error": f"no remote named {name!r} (known: {known})"}, status_code=404)
+
+
 async def retry_remote(request: Request) -> JSONResponse:
     ctx = request.app.state.ctx
     name = request.path_params["name"]
     remote = ctx.settings.remote_by_name(name)
     if remote is None:
-        known = ", ".join(r.name for r in ctx.settings.remotes) or "none configured"
-        return JSONResponse({"error": f"no remote named {name!r} (known: {known})"}, status_code=404)
+        return unknown_remote(ctx.settings, name)
     requeued = await run_in_threadpool(outbox.requeue_failed, remote.name)
     forwarder = _forwarder(request)
     if forwarder is not None:

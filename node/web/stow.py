@@ -63,7 +63,7 @@ from ..ingest import (
     ingest_file,
     read_header,
 )
-from ..statuses import CANNOT_UNDERSTAND, OUT_OF_RESOURCES, STUDY_UID_MISMATCH
+from ..statuses import CANNOT_UNDERSTAND, OUT_OF_RESOURCES, STUDY_UID_MISMATCH, status_text
 from ..uids import valid_uid
 from .access_log import note
 from .multipart import BodyError, BodySpooler, Part, parse_media_type
@@ -192,7 +192,12 @@ async def receive(
         request,
         f"{result.parts} parts, {len(result.stored)} stored, {len(result.failed)} failed, "
         f"{result.body_bytes / 1e6:.1f} MB "
-        f"(body {spooled - started:.2f}s, store {time.monotonic() - spooled:.2f}s)",
+        f"(body {spooled - started:.2f}s, store {time.monotonic() - spooled:.2f}s)"
+        # Why (the first few): the response body says it to the client, this to the operator.
+        + "".join(
+            f"; refused with {status_text(r.outcome.failure_code)}: {r.outcome.reason}"
+            for r in result.failed[:3]
+        ),
     )
     return result
 

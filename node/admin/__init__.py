@@ -1,0 +1,1 @@
+"""Operator commands of the command line: ls, delete, echo, init."""
