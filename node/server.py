@@ -18,6 +18,7 @@ from .config import Settings
 from .context import NodeContext, open_context
 from .dimse import ae as dimse_ae
 from .export.service import ExportService
+from .jobs.runner import JobRunner
 from .remotes.forwarder import Forwarder
 from .store import use_store_tempdir
 from .web.app import create_app
@@ -25,6 +26,7 @@ from .web.app import create_app
 log = logging.getLogger("node.server")
 
 ASSOCIATION_GRACE_S = 60.0
+JOBS_GRACE_S = 30.0  # for running jobs to reach a checkpoint; the rest resume after their lease
 
 
 class _Server(uvicorn.Server):
@@ -59,19 +61,23 @@ def serve(settings: Settings) -> int:
     ctx: NodeContext = open_context(settings)
     ctx.store.discard_temp()
     use_store_tempdir(ctx.store)
-    forwarder = Forwarder(ctx)
+    # One job runner for every kind of long work; each kind is one registration.
+    runner = JobRunner(settings.jobs)
+    forwarder = Forwarder(ctx, runner)
     forwarder.install()
-    forwarder.start()
+    exports = ExportService(ctx, runner)
+    exports.install()
 
     dimse_server = dimse_ae.start(ctx)
-    exports = ExportService(ctx)
-    exports.start()
+    runner.start()
     closed = threading.Event()
 
     def stop_listening() -> None:
         if not closed.is_set():
             closed.set()
-            exports.request_stop()
+            # Exports and sends stop at a checkpoint (resumable); forwarding goes on
+            # while the associations drain.
+            runner.request_stop()
             # shutdown() blocks until serve_forever returns: do it off the signal handler.
             threading.Thread(target=dimse_server.shutdown, name="dimse-shutdown").start()
 
@@ -79,6 +85,7 @@ def serve(settings: Settings) -> int:
     app = create_app(ctx)
     app.state.forwarder = forwarder
     app.state.exports = exports
+    app.state.jobs = runner
     config = uvicorn.Config(
         app,
         host=h.host,
@@ -104,9 +111,8 @@ def serve(settings: Settings) -> int:
     )
     server.run()
     stop_listening()
-    exports.stop()
     _drain(dimse_server, ASSOCIATION_GRACE_S)
-    forwarder.stop()
+    runner.stop(JOBS_GRACE_S)
     ctx.db.close()
     if not server.started:
         log.error("HTTP server could not start on %s:%d", h.host, h.port)
