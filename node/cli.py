@@ -1,4 +1,4 @@
-"""The command line: ``dicom-node serve | migrate | import | check | forward``."""
+"""The command line: ``dicom-node serve | migrate | import | check | forward | send``."""
 
 from __future__ import annotations
 
@@ -62,6 +62,13 @@ def _cmd_forward(settings: Settings, args: argparse.Namespace) -> int:
     return run_forward(open_context(settings), retry=args.retry)
 
 
+def _cmd_send(settings: Settings, args: argparse.Namespace) -> int:
+    from .context import open_context
+    from .remotes.send_admin import send_command
+
+    return send_command(open_context(settings), args.remote, args.uids, wait=not args.no_wait)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dicom-node", description=__doc__)
     parser.add_argument("--version", action="version", version=f"dicom-node {__version__}")
@@ -83,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repair", action="store_true", help="re-index stray files, drop dangling rows")
     p = command("forward", _cmd_forward, "show store-and-forward queues; --retry re-queues failed rows")
     p.add_argument("--retry", metavar="REMOTE", help="re-queue the failed instances of this remote")
+    p = command("send", _cmd_send, "C-STORE stored studies, series or instances to a remote (a job)")
+    p.add_argument("remote", metavar="REMOTE", help="the remote's name in the config")
+    p.add_argument("uids", metavar="UID", nargs="+", help="Study, Series or SOP Instance UIDs")
+    p.add_argument(
+        "--no-wait", action="store_true", help="only queue the job (a running node sends it); do not wait"
+    )
     return parser
 
 

@@ -20,6 +20,8 @@ from .dimse import ae as dimse_ae
 from .export.service import ExportService
 from .jobs.runner import JobRunner
 from .remotes.forwarder import Forwarder
+from .remotes.send_job import KIND as SEND
+from .remotes.send_job import SendJobs
 from .store import use_store_tempdir
 from .web.app import create_app
 
@@ -67,6 +69,7 @@ def serve(settings: Settings) -> int:
     forwarder.install()
     exports = ExportService(ctx, runner)
     exports.install()
+    runner.register(SEND, SendJobs(ctx), concurrency=settings.jobs.send_workers)
 
     dimse_server = dimse_ae.start(ctx)
     runner.start()

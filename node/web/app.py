@@ -6,7 +6,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
 from ..context import NodeContext
-from . import export, health, qido, stow, wado
+from . import export, health, qido, send, stow, wado
 from . import forward as forward_routes
 from . import jobs as jobs_routes
 from . import remotes as remotes_routes
@@ -18,6 +18,7 @@ def create_app(ctx: NodeContext) -> Starlette:
     """The ASGI app serving *ctx*."""
     routes = [*health.routes, *stow.routes, *qido.routes, *wado.routes, *export.routes]
     routes += remotes_routes.routes
+    routes += send.routes
     routes += jobs_routes.routes
     routes += forward_routes.routes
     middleware = [Middleware(RequestLog)]
