@@ -21,6 +21,7 @@ from .export.service import ExportService
 from .jobs.runner import JobRunner
 from .remotes.forwarder import Forwarder
 from .remotes.send_job import KIND as SEND
+from .remotes.send_job import MAX_ATTEMPTS as SEND_ATTEMPTS
 from .remotes.send_job import SendJobs
 from .store import use_store_tempdir
 from .web.app import create_app
@@ -69,7 +70,9 @@ def serve(settings: Settings) -> int:
     forwarder.install()
     exports = ExportService(ctx, runner)
     exports.install()
-    runner.register(SEND, SendJobs(ctx), concurrency=settings.jobs.send_workers)
+    runner.register(
+        SEND, SendJobs(ctx), concurrency=settings.jobs.send_workers, max_attempts=SEND_ATTEMPTS
+    )
 
     dimse_server = dimse_ae.start(ctx)
     runner.start()

@@ -327,7 +327,7 @@ class JobRunner:
         """Write progress often and renew leases every third of their length, until stopped."""
         renew_every = self.settings.lease_seconds / 3
         renewed = time.monotonic()
-        while not self._finished.wait(min(FLUSH_S, renew_every)):
+        while not self._finished.wait(min(FLUSH_S, renew_every / 2)):
             for running in self._snapshot():
                 self._flush(running)
             if time.monotonic() - renewed < renew_every:

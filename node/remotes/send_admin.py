@@ -16,7 +16,7 @@ from ..index import jobs, selection
 from ..index.jobs import DONE, FINAL_STATES
 from ..jobs.runner import JobRunner
 from ..uids import valid_uid
-from .send_job import KIND, SendJobs, SendRequestError, queue_send
+from .send_job import KIND, MAX_ATTEMPTS, SendJobs, SendRequestError, queue_send
 
 WATCH_S = 0.5
 
@@ -43,7 +43,7 @@ def send_command(ctx: NodeContext, remote: str, uids: list[str], *, wait: bool =
         print(f"a running node sends it (see GET /jobs/{job.id})")
         return 0
     runner = JobRunner(ctx.settings.jobs, only={job.id})
-    runner.register(KIND, SendJobs(ctx))
+    runner.register(KIND, SendJobs(ctx), max_attempts=MAX_ATTEMPTS)
     runner.start()
     try:
         final = _follow(job.id)
