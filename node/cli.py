@@ -1,4 +1,7 @@
-"""The command line: ``dicom-node serve | migrate | import | check | forward | ls | delete | echo | init``."""
+"""The command line: ``dicom-node`` and its subcommands.
+
+serve, migrate, import, check, forward, ls, delete, echo, init, send.
+"""
 
 from __future__ import annotations
 
@@ -130,6 +133,13 @@ def _positive(text: str) -> float:
     return value
 
 
+def _cmd_send(settings: Settings, args: argparse.Namespace) -> int:
+    from .context import open_context
+    from .remotes.send_admin import send_command
+
+    return send_command(open_context(settings), args.remote, args.uids, wait=not args.no_wait)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dicom-node", description=__doc__)
     parser.add_argument("--version", action="version", version=f"dicom-node {__version__}")
@@ -194,6 +204,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dicom-host", default=DicomSettings.host, help="address the DIMSE port listens on")
     p.add_argument("--dicom-port", type=int, default=DicomSettings.port, help="DIMSE port")
     p.add_argument("--http-port", type=int, default=HttpSettings.port, help="HTTP port")
+
+    p = command("send", _cmd_send, "C-STORE stored studies, series or instances to a remote (a job)")
+    p.add_argument("remote", metavar="REMOTE", help="the remote's name in the config")
+    p.add_argument("uids", metavar="UID", nargs="+", help="Study, Series or SOP Instance UIDs")
+    p.add_argument(
+        "--no-wait", action="store_true", help="only queue the job (a running node sends it); do not wait"
+    )
     return parser
 
 

@@ -70,6 +70,16 @@ class ExportSettings:
 
 
 @dataclass(frozen=True)
+class JobSettings:
+    # A worker holds a job for this long without renewing it (it renews every
+    # third of it); a killed node's jobs are taken over after it runs out.
+    lease_seconds: float = 30.0
+    # How often a node looks for jobs queued by another process (its own wake it at once).
+    poll_seconds: float = 2.0
+    send_workers: int = 2  # send jobs run at once by one node
+
+
+@dataclass(frozen=True)
 class Remote:
     name: str
     ae_title: str
@@ -86,6 +96,7 @@ class Settings:
     http: HttpSettings = field(default_factory=HttpSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
     export: ExportSettings = field(default_factory=ExportSettings)
+    jobs: JobSettings = field(default_factory=JobSettings)
     remotes: tuple[Remote, ...] = ()
     source: Path | None = None
 
@@ -219,6 +230,14 @@ _SECTIONS: dict[str, tuple[type, dict[str, Check]]] = {
             "workers": _int_range(1, 64),
             "max_total_bytes": _int_range(0, 2**62),
             "max_age_days": _positive_number,
+        },
+    ),
+    "jobs": (
+        JobSettings,
+        {
+            "lease_seconds": _positive_number,
+            "poll_seconds": _positive_number,
+            "send_workers": _int_range(1, 64),
         },
     ),
 }

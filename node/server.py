@@ -25,14 +25,19 @@ from .config import ConfigError, Settings
 from .context import NodeContext, open_context
 from .dimse import ae as dimse_ae
 from .export.service import ExportService
+from .jobs.runner import JobRunner
 from .reload import reload_settings
 from .remotes.forwarder import Forwarder
+from .remotes.send_job import KIND as SEND
+from .remotes.send_job import MAX_ATTEMPTS as SEND_ATTEMPTS
+from .remotes.send_job import SendJobs
 from .store import use_store_tempdir
 from .web.app import create_app
 
 log = logging.getLogger("node.server")
 
 ASSOCIATION_GRACE_S = 60.0
+JOBS_GRACE_S = 30.0  # for running jobs to reach a checkpoint; the rest resume after their lease
 
 
 class _Server(uvicorn.Server):
@@ -134,7 +139,8 @@ class Reloader:
             self.exports.settings = change.settings
             self.dimse_server.ae.require_calling_aet = list(change.settings.calling_aets_accepted())
             if change.forwarding_changed:
-                self._restart_forwarder()
+                # Rows queued meanwhile are durable: the reconfigured workers send them.
+                self.forwarder.reconfigure(self.ctx)
             log.info(
                 "config reloaded from %s: %s",
                 source,
@@ -143,15 +149,6 @@ class Reloader:
             for key in change.restart_needed:
                 log.warning("%s changed in %s: it takes effect at the next restart", key, source)
             return True
-
-    def _restart_forwarder(self) -> None:
-        # Workers hold their remote; new or changed forwarding remotes need new workers.
-        # Rows queued meanwhile are durable: the new workers send them.
-        self.forwarder.stop()
-        self.forwarder = Forwarder(self.ctx)
-        self.forwarder.install()
-        self.forwarder.start()
-        self.app.state.forwarder = self.forwarder
 
 
 def serve(settings: Settings) -> int:
@@ -176,22 +173,28 @@ def serve(settings: Settings) -> int:
         http_socket.close()
         log.error("%s", exc)
         return 1
-    forwarder = Forwarder(ctx)
+    # One job runner for every kind of long work; each kind is one registration.
+    runner = JobRunner(settings.jobs)
+    forwarder = Forwarder(ctx, runner)
     forwarder.install()
-    forwarder.start()
-    exports = ExportService(ctx)
-    exports.start()
+    exports = ExportService(ctx, runner)
+    exports.install()
+    runner.register(SEND, SendJobs(ctx), concurrency=settings.jobs.send_workers, max_attempts=SEND_ATTEMPTS)
+    runner.start()
     closed = threading.Event()
 
     app = create_app(ctx)
     app.state.forwarder = forwarder
     app.state.exports = exports
+    app.state.jobs = runner
     reloader = Reloader(ctx, dimse_server, exports, app, forwarder)
 
     def stop_listening() -> None:
         if not closed.is_set():
             closed.set()
-            exports.request_stop()
+            # Exports and sends stop at a checkpoint (resumable); forwarding goes on
+            # while the associations drain.
+            runner.request_stop()
             # shutdown() blocks until serve_forever returns: do it off the signal handler.
             threading.Thread(target=dimse_server.shutdown, name="dimse-shutdown").start()
 
@@ -221,9 +224,8 @@ def serve(settings: Settings) -> int:
     )
     server.run(sockets=[http_socket])
     stop_listening()
-    exports.stop()
     _drain(dimse_server, ASSOCIATION_GRACE_S)
-    reloader.forwarder.stop()
+    runner.stop(JOBS_GRACE_S)
     ctx.db.close()
     if not server.started:
         log.error("HTTP server could not start on %s:%d", h.host, h.port)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from pydicom.dataset import Dataset
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 from pynetdicom.sop_class import CTImageStorage
@@ -13,13 +15,15 @@ class RefusingSCP:
     """A pynetdicom storage SCP run by the test: CT Image Storage only, answering *status*.
 
     Any other SOP class gets no presentation context (the remote "does not
-    support" it); CT instances get *status* (0x0000 keeps them in ``received``).
+    support" it); CT instances get *status* (0x0000 keeps them in ``received``,
+    once per time received) after *delay* seconds (a slow remote).
     """
 
-    def __init__(self, ae_title: str = "REFUSER", status: int = 0xA900) -> None:
+    def __init__(self, ae_title: str = "REFUSER", status: int = 0xA900, delay: float = 0.0) -> None:
         self.ae_title = ae_title
         self.port = free_port()
         self.status = status
+        self.delay = delay
         self.received: list[str] = []
         self.calling: list[str] = []
         ae = AE(ae_title=ae_title)
@@ -30,6 +34,8 @@ class RefusingSCP:
 
     def _store(self, event) -> Dataset:
         self.calling.append(event.assoc.requestor.ae_title)
+        if self.delay:
+            time.sleep(self.delay)
         rsp = Dataset()
         rsp.Status = self.status
         if self.status == 0:

@@ -6,6 +6,7 @@ Each runs as a subprocess on free loopback ports and is stopped by its
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -87,6 +88,14 @@ def node_config(root: Path, **sections: dict[str, Any]) -> dict[str, Any]:
         else:
             config.setdefault(name, {}).update(values)
     return config
+
+
+def twin_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a node's config on other ports: a second node on the same index and storage."""
+    twin = copy.deepcopy(config)
+    twin["dicom"]["port"] = free_port()
+    twin["http"]["port"] = free_port()
+    return twin
 
 
 def stop_process(proc: subprocess.Popen | None, sig: int, timeout: float, *, strict: bool = False) -> int:

@@ -77,10 +77,16 @@ def export_files(node) -> list[Path]:
 
 
 def job_rows(node, accession: str) -> list[tuple]:
+    """(state, failure) of the accession's export job rows, in the export's words for the state."""
     with sqlite3.connect(node.config["storage"]["database"]) as db:
-        return db.execute(
-            "SELECT state, failure FROM export_job WHERE accession = ?", (accession,)
+        rows = db.execute(
+            "SELECT state, phase, failure FROM job WHERE kind = 'export' AND key = ?", (accession,)
         ).fetchall()
+    words = {"done": "ready", "cancelled": "failed"}
+    return [
+        ((phase or "queued") if state == "running" else words.get(state, state), failure)
+        for state, phase, failure in rows
+    ]
 
 
 def study(root: Path, accession: str, n: int, *, series: int = 2) -> list[Path]:

@@ -14,6 +14,7 @@ import datetime as dt
 import logging
 import os
 import re
+import socket
 import threading
 import time
 import uuid
@@ -24,6 +25,7 @@ from pathlib import Path
 import peewee
 
 from ..index.models import Instance, Series, Study
+from ..jobs.identity import is_gone
 from ..store import InstanceStore
 from ..zipstream import Entry, iter_zip
 from .accession import file_stem, inside
@@ -193,7 +195,9 @@ def write_temp(
     """
     tmp_dir = export_dir / TMP_DIR
     tmp_dir.mkdir(parents=True, exist_ok=True)
-    temp = tmp_dir / f"{uuid.uuid4().hex}.part"
+    # Named for the process writing it, so that another node sharing the
+    # folder can tell a live build's file from one a dead process left.
+    temp = tmp_dir / f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}.part"
     written = 0
     count = 0
     last_report = 0.0
@@ -259,11 +263,25 @@ def build(
 
 
 def discard_temp(export_dir: Path) -> None:
-    """Remove temp archives left by an interrupted build."""
+    """Remove temp archives left by interrupted builds: those of dead processes of this host.
+
+    Temp archives of live processes (other nodes on the same folder) stay;
+    those of other hosts go once they are a day old.
+    """
     tmp_dir = export_dir / TMP_DIR
-    if tmp_dir.is_dir():
-        for entry in tmp_dir.iterdir():
-            entry.unlink(missing_ok=True)
+    if not tmp_dir.is_dir():
+        return
+    now = time.time()
+    host = socket.gethostname()
+    for entry in tmp_dir.iterdir():
+        name = entry.name  # host:pid:random.part (an older node wrote random.part)
+        try:
+            elsewhere = not name.startswith(f"{host}:")
+            stale = ":" not in name or is_gone(name) or (elsewhere and now - entry.stat().st_mtime > 86400)
+            if stale:
+                entry.unlink(missing_ok=True)
+        except OSError:
+            pass
 
 
 def evict(export_dir: Path, max_total_bytes: int, max_age_days: float, keep: set[Path]) -> list[Path]:

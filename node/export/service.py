@@ -1,8 +1,9 @@
-"""ZIP export per accession number: requests, routing, and the job each one runs.
+"""ZIP export per accession number: requests, routing, and the "export" job kind.
 
 ``request`` (POST) and ``fetch`` (GET) answer with an :class:`Answer` that
-the HTTP layer maps to a status; the long work runs as an ``ExportJob`` row
-in a bounded :class:`~node.export.workers.WorkerPool`:
+the HTTP layer maps to a status; the long work is a job of kind ``export``
+keyed by the accession (node/jobs), so two requests, from any process,
+share one job, and whichever worker claims it runs :meth:`ExportJobs.run`:
 
 1. Routing.  A study held locally (by AccessionNumber in the index) is
    archived from the store; no remote is contacted.  Otherwise the remote
@@ -16,44 +17,40 @@ in a bounded :class:`~node.export.workers.WorkerPool`:
    version it reflects is recorded, so that a later request serves it again
    until an instance is added to or replaced in the study.
 
-A job interrupted by a shutdown keeps its state (queued / retrieving /
-zipping) and is run again at the next start.
+A job interrupted by a shutdown goes back to the queue with its phase and
+is run again from its start (a job cut short while zipping had verified its
+retrieval, and only zips).  The export's own words for its states:
+queued / retrieving / zipping / ready / failed (:func:`export_state`).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from ..context import NodeContext
-from ..index.db import write_transaction
-from ..index.jobs import (
-    ACTIVE_STATES,
-    FAILED,
-    INTERNAL,
-    NOT_FOUND,
-    PARTIAL,
-    QUEUED,
-    READY,
-    REMOTE,
-    RETRIEVING,
-    ZIPPING,
-    ExportJob,
-)
-from ..index.models import utcnow
+from ..index import jobs
+from ..index.jobs import DONE, FAILED, INTERNAL, NOT_FOUND, PARTIAL, QUEUED, REMOTE, RUNNING, Job
+from ..jobs.kinds import Failed, Interrupted, Progress
+from ..jobs.public import iso
+from ..jobs.runner import JobRunner
 from ..remotes import retrieve
 from . import archive
 from .accession import file_stem, validate
-from .workers import WorkerPool
 
 log = logging.getLogger("node.export")
 
-PROGRESS_EVERY_S = 0.5  # how often a running job writes its counts to its row
+KIND = jobs.EXPORT
+RETRIEVING = "retrieving"
+ZIPPING = "zipping"
+READY = "ready"
 
 
 class Kind(enum.Enum):
@@ -76,23 +73,36 @@ class Answer:
         return file_stem(self.accession) + archive.SUFFIX
 
 
-def job_json(job: ExportJob) -> dict:
-    """The public form of a job row."""
+def export_state(job: Job) -> str:
+    """The export's word for a job's state: queued / retrieving / zipping / ready / failed."""
+    if job.state == RUNNING:
+        return job.phase or QUEUED
+    if job.state == QUEUED:
+        return QUEUED
+    return READY if job.state == DONE else FAILED
 
-    def iso(value) -> str | None:
-        return value.isoformat() + "Z" if value else None
 
+def _built_from(job: Job) -> dt.datetime | None:
+    value = job.data.get("study_updated_at")
+    return dt.datetime.fromisoformat(value) if value else None
+
+
+def job_json(job: Job) -> dict:
+    """The export's public form of its job (the JSON of the ``/accessions`` answers)."""
+    data = job.data
     return {
-        "accession": job.accession,
-        "state": job.state,
-        "remote": job.remote or None,
-        "expected": job.expected,
-        "received": job.received,
-        "instances": job.instances,
+        "id": job.id,
+        "accession": job.key,
+        "state": export_state(job),
+        "remote": data.get("remote") or None,
+        "expected": job.total,
+        "received": job.done,
+        "instances": data.get("instances", 0),
         "bytes": job.bytes,
         "message": job.message,
         "failure": job.failure or None,
-        "url": f"/accessions/{quote(job.accession, safe='')}/zip",
+        "url": f"/accessions/{quote(job.key or '', safe='')}/zip",
+        "job_url": f"/jobs/{job.id}",
         "created_at": iso(job.created_at),
         "updated_at": iso(job.updated_at),
         "started_at": iso(job.started_at),
@@ -100,95 +110,99 @@ def job_json(job: ExportJob) -> dict:
     }
 
 
+@dataclass
+class _Work:
+    """What one run of an export job knows and reports (the row is written through *progress*)."""
+
+    job: Job
+    progress: Progress
+    accession: str
+    remote: str
+    study_uids: list[str]
+    expected: int | None
+    received: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def save(self, *, flush: bool = False, **values: Any) -> None:
+        """Record progress in the export's terms (``received``, ``expected``, ``study_uids``...)."""
+        fields: dict[str, Any] = {}
+        payload: dict[str, Any] = {}
+        for name, value in values.items():
+            if name in ("phase", "bytes", "message", "failure"):
+                fields[name] = value
+            elif name == "received":
+                self.received = value
+                fields["done"] = value
+            elif name == "expected":
+                self.expected = value
+                fields["total"] = value
+            elif name == "study_uids":
+                self.study_uids = value
+                payload["study_uids"] = "\\".join(value)
+            else:
+                payload[name] = value
+        self.progress.update(flush=flush, payload=payload or None, **fields)
+
+
 class ExportService:
     """Answers export requests and runs export jobs for one node."""
 
-    def __init__(self, ctx: NodeContext) -> None:
+    def __init__(self, ctx: NodeContext, runner: JobRunner) -> None:
         self.ctx = ctx
         self.settings = ctx.settings
         self.export_dir = ctx.settings.export.path
-        self.pool = WorkerPool(self._run, ctx.settings.export.workers, name="export")
-        self._stopping = threading.Event()
-        self._cancels: dict[int, retrieve.Cancel] = {}
-        self._lock = threading.Lock()
+        self.runner = runner
 
     # -- lifecycle -------------------------------------------------------------
 
-    def start(self) -> None:
-        """Start the workers and re-run the jobs a previous run left unfinished."""
+    def install(self) -> None:
+        """Register the export kind on the runner and tidy the archive folder."""
         self.export_dir.mkdir(parents=True, exist_ok=True)
         archive.discard_temp(self.export_dir)
-        self.pool.start()
-        resumed = [job.id for job in ExportJob.select(ExportJob.id).where(ExportJob.state.in_(ACTIVE_STATES))]
-        for job_id in resumed:
-            self.pool.submit(job_id)
-        if resumed:
-            log.info("resuming %d unfinished export job(s)", len(resumed))
+        self.runner.register(KIND, ExportJobs(self), concurrency=self.settings.export.workers)
+        unfinished = jobs.count_active(KIND)
+        if unfinished:
+            log.info("resuming %d unfinished export job(s)", unfinished)
         self._evict(keep=set())
-
-    def request_stop(self) -> None:
-        """Begin stopping (from a signal handler): running retrievals are aborted, rows kept resumable."""
-        self._stopping.set()
-        with self._lock:
-            for cancel in self._cancels.values():
-                cancel.cancel()
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """Stop the workers; a job cut short stays queued / retrieving / zipping for the next start."""
-        self.request_stop()
-        if not self.pool.stop(timeout):
-            log.warning("export workers still busy after %.0fs; their jobs resume at next start", timeout)
 
     # -- requests --------------------------------------------------------------
 
     def request(self, raw_accession: str | None) -> Answer:
         """POST: serve a fresh archive, join a running job, or start one (after routing)."""
         accession = validate(raw_accession)
-        job = ExportJob.get_or_none(ExportJob.accession == accession)
+        job = jobs.find(KIND, accession)
         early = self._existing(job)
         if early is not None:
             return early
         fields, refusal = self._route(accession, job)
         if refusal is not None:
             return refusal
-        with write_transaction():
-            job = ExportJob.get_or_none(ExportJob.accession == accession)
-            early = self._existing(job)
-            if early is not None:
-                return early
-            now = utcnow()
-            values = dict(
-                state=QUEUED,
-                failure="",
-                message="",
-                received=0,
-                instances=0,
-                bytes=0,
-                file_name="",
-                study_updated_at=None,
-                updated_at=now,
-                started_at=None,
-                finished_at=None,
-            )
-            values.update(fields)
-            if fields.get("failure"):
-                values.update(state=FAILED, finished_at=now)
-            if job is None:
-                job = ExportJob.create(accession=accession, created_at=now, **values)
-            else:
-                for key, value in values.items():
-                    setattr(job, key, value)
-                job.save()
+        payload = {
+            "remote": fields["remote"],
+            "study_uids": fields["study_uids"],
+            "instances": 0,
+            "file_name": "",
+            "study_updated_at": None,
+        }
+        failure = fields.get("failure", "")
+        job, _created = self.runner.submit(
+            KIND,
+            accession,
+            payload,
+            total=fields["expected"],
+            state=FAILED if failure else QUEUED,
+            failure=failure,
+            message=fields.get("message", ""),
+        )
         if job.state == FAILED:
             log.info("export %s: %s", accession, job.message)
             return Answer(Kind.FAILED, accession, job_json(job), job.message)
-        self.pool.submit(job.id)
         return Answer(Kind.PENDING, accession, job_json(job))
 
     def fetch(self, raw_accession: str | None) -> Answer:
         """GET: the archive when ready, else the job; a stale archive is rebuilt."""
         accession = validate(raw_accession)
-        job = ExportJob.get_or_none(ExportJob.accession == accession)
+        job = jobs.find(KIND, accession)
         if job is None and archive.local_version(accession).held:
             # Held here but never prepared: prepare it now (202), so that Medialog's
             # get_studies_zip works before (or without) create_studies_zip.
@@ -200,7 +214,7 @@ class ExportService:
                 message=f"no archive prepared for accession number {accession!r}; "
                 f"POST /accessions/{quote(accession, safe='')}/zip first",
             )
-        if job.state == FAILED:
+        if export_state(job) == FAILED:
             kind = Kind.NOT_FOUND if job.failure == NOT_FOUND else Kind.FAILED
             return Answer(kind, accession, job_json(job), job.message)
         early = self._existing(job)
@@ -209,26 +223,28 @@ class ExportService:
         # Ready but out of date (the study changed, or the file was evicted): rebuild.
         return self.request(accession)
 
-    def _existing(self, job: ExportJob | None) -> Answer | None:
+    def _existing(self, job: Job | None) -> Answer | None:
         """The answer an existing job gives by itself, or None when a (re)build is due."""
         if job is None:
             return None
-        if job.state in ACTIVE_STATES:
-            return Answer(Kind.PENDING, job.accession, job_json(job))
-        if job.state == READY:
-            path = archive.archive_path(self.export_dir, job.accession)
-            version = archive.local_version(job.accession)
+        accession = job.key or ""
+        if job.state in jobs.ACTIVE_STATES:
+            return Answer(Kind.PENDING, accession, job_json(job))
+        if job.state == DONE:
+            path = archive.archive_path(self.export_dir, accession)
+            version = archive.local_version(accession)
+            built_from = _built_from(job)
             fresh = (
                 path.is_file()
                 and version.updated_at is not None
-                and job.study_updated_at is not None
-                and version.updated_at <= job.study_updated_at
+                and built_from is not None
+                and version.updated_at <= built_from
             )
-            return Answer(Kind.READY, job.accession, job_json(job), path=path) if fresh else None
+            return Answer(Kind.READY, accession, job_json(job), path=path) if fresh else None
         return None  # failed: a new request tries again
 
-    def _route(self, accession: str, job: ExportJob | None) -> tuple[dict, Answer | None]:
-        """Where the study comes from: the job's row fields, or a 404 answer."""
+    def _route(self, accession: str, job: Job | None) -> tuple[dict, Answer | None]:
+        """Where the study comes from: the job's fields, or a 404 answer."""
         # After a failed or partial retrieval the local copy may be incomplete:
         # ask the remote again rather than archive what arrived.
         retry_remote = job is not None and job.state == FAILED and job.failure in (REMOTE, PARTIAL)
@@ -261,96 +277,87 @@ class ExportService:
         uids = "\\".join(m.study_uid for m in matches)
         return {"remote": remote.name, "study_uids": uids, "expected": expected}, None
 
-    def _forget(self, job: ExportJob | None) -> None:
+    def _forget(self, job: Job | None) -> None:
         """Drop the row (and archive) of an accession that no longer exists anywhere."""
         if job is None:
             return
-        with write_transaction():
-            ExportJob.delete().where(
-                (ExportJob.id == job.id) & ExportJob.state.not_in(ACTIVE_STATES)
-            ).execute()
-        archive.archive_path(self.export_dir, job.accession).unlink(missing_ok=True)
+        jobs.remove([job.id])
+        archive.archive_path(self.export_dir, job.key or "").unlink(missing_ok=True)
 
     # -- running a job ---------------------------------------------------------
 
-    def _run(self, job_id: int) -> None:
-        job = ExportJob.get_or_none(ExportJob.id == job_id)
-        if job is None or job.state not in ACTIVE_STATES or self._stopping.is_set():
-            return
+    def run(self, job: Job, progress: Progress) -> None:
+        """Prepare the archive of *job*'s accession (the body of the export kind)."""
+        data = job.data
+        work = _Work(
+            job,
+            progress,
+            accession=job.key or "",
+            remote=data.get("remote", ""),
+            study_uids=[u for u in data.get("study_uids", "").split("\\") if u],
+            expected=job.total,
+        )
         started = time.monotonic()
-        job.started_at = job.started_at or utcnow()
         cancel = retrieve.Cancel()
-        with self._lock:
-            self._cancels[job_id] = cancel
+        progress.on_cancel(cancel.cancel)
         try:
             # A job interrupted while zipping had verified its retrieval already.
-            if not (job.remote and job.state != ZIPPING and self._retrieve(job, cancel)):
-                self._zip(job)
-        except _Stopped:
-            log.info("export %s: interrupted in state %s; resumes at next start", job.accession, job.state)
-        except _Failed as exc:
-            self._finish(job, FAILED, failure=exc.failure, message=str(exc))
-            log.warning("export %s failed: %s", job.accession, exc)
+            if not (work.remote and job.phase != ZIPPING and self._retrieve(work, cancel)):
+                self._zip(work)
+        except (_Stopped, Interrupted):
+            log.info("export %s: interrupted; resumes from its start", work.accession)
+            raise Interrupted from None
+        except Failed:
+            raise  # the runner logs it
         except retrieve.RetrieveError as exc:
-            if self._stopping.is_set():
-                log.info("export %s: retrieval interrupted; resumes at next start", job.accession)
-                return
-            self._finish(job, FAILED, failure=REMOTE, message=str(exc))
-            log.warning("export %s failed: %s", job.accession, exc)
+            if progress.cancelled:
+                log.info("export %s: retrieval interrupted; resumes from its start", work.accession)
+                raise Interrupted from None
+            raise Failed(REMOTE, str(exc)) from None
         except Exception as exc:
-            if self._stopping.is_set():
-                log.info("export %s: interrupted (%s); resumes at next start", job.accession, exc)
-                return
-            log.exception("export %s failed", job.accession)
-            self._finish(job, FAILED, failure=INTERNAL, message=f"could not prepare the archive: {exc}")
-        else:
-            log.info(
-                "export %s ready: %d instances, %d bytes%s in %.2fs",
-                job.accession,
-                job.instances,
-                job.bytes,
-                f" (retrieved from {job.remote})" if job.remote else "",
-                time.monotonic() - started,
-            )
-        finally:
-            with self._lock:
-                self._cancels.pop(job_id, None)
+            if progress.cancelled:
+                log.info("export %s: interrupted (%s); resumes from its start", work.accession, exc)
+                raise Interrupted from None
+            log.exception("export %s failed", work.accession)
+            raise Failed(INTERNAL, f"could not prepare the archive: {exc}") from None
+        log.info(
+            "export %s ready: %d instances, %d bytes%s in %.2fs",
+            work.accession,
+            work.extra["instances"],
+            work.extra["bytes"],
+            f" (retrieved from {work.remote})" if work.remote else "",
+            time.monotonic() - started,
+        )
 
-    def _save(self, job: ExportJob, **values) -> None:
-        for key, value in values.items():
-            setattr(job, key, value)
-        job.updated_at = utcnow()
-        with write_transaction():
-            job.save()
-
-    def _finish(self, job: ExportJob, state: str, **values) -> None:
-        self._save(job, state=state, finished_at=utcnow(), **values)
-
-    def _retrieve(self, job: ExportJob, cancel: retrieve.Cancel) -> bool:
+    def _retrieve(self, work: _Work, cancel: retrieve.Cancel) -> bool:
         """Retrieve the job's studies while archiving them as they arrive; True once published.
 
         False means the retrieval is verified but the archive written on the
         way does not match the index (an instance went away meanwhile): the
         caller builds it again from the store.
         """
-        remote = self.settings.remote_by_name(job.remote)
+        remote = self.settings.remote_by_name(work.remote)
         if remote is None:
-            raise _Failed(INTERNAL, f"remote {job.remote!r} is no longer configured")
+            raise Failed(INTERNAL, f"remote {work.remote!r} is no longer configured")
         own_ae = self.settings.dicom.ae_title
-        self._save(job, state=RETRIEVING, received=0, bytes=0)
-        uids = [u for u in job.study_uids.split("\\") if u]
+
+        def stopping() -> bool:
+            return work.progress.cancelled
+
+        work.save(phase=RETRIEVING, received=0, bytes=0, flush=True)
+        uids = work.study_uids
         if not uids:
-            matches = retrieve.find_studies(remote, own_ae, job.accession)
+            matches = retrieve.find_studies(remote, own_ae, work.accession)
             if not matches:
-                raise _Failed(
+                raise Failed(
                     NOT_FOUND,
-                    f"there is no study with accession number {job.accession!r}: "
+                    f"there is no study with accession number {work.accession!r}: "
                     f"{retrieve.describe(remote)} has none",
                 )
             uids = [m.study_uid for m in matches]
             counts = [m.expected for m in matches]
             expected = sum(counts) if all(c is not None for c in counts) else None  # type: ignore[misc]
-            self._save(job, study_uids="\\".join(uids), expected=expected)
+            work.save(study_uids=uids, expected=expected)
 
         # The archive is written while the instances arrive (compression
         # overlaps the transfer); it is published only if the retrieval is complete.
@@ -360,26 +367,24 @@ class ExportService:
         def zipper() -> None:
             try:
                 zipped["result"] = archive.write_temp(
-                    archive.arrivals(
-                        self.ctx.store, job.accession, uids, finished, should_stop=self._stopping.is_set
-                    ),
+                    archive.arrivals(self.ctx.store, work.accession, uids, finished, should_stop=stopping),
                     self.export_dir,
                     self.settings.export.compression,
                     on_bytes=lambda n: zipped.__setitem__("bytes", n),
-                    should_stop=self._stopping.is_set,
+                    should_stop=stopping,
                     fsync=self.settings.storage.fsync,
                 )
             except BaseException as exc:  # noqa: BLE001 - handed to the job thread
                 zipped["error"] = exc
 
-        thread = threading.Thread(target=zipper, name=f"export-zip-{job.id}", daemon=True)
+        thread = threading.Thread(target=zipper, name=f"export-zip-{work.job.id}", daemon=True)
         thread.start()
         try:
-            have = self._transfer(job, remote, uids, cancel, zipped)
+            have = self._transfer(work, remote, uids, cancel, zipped)
             # Read before the zipper is told to finish: whatever is indexed
             # later makes this archive stale instead of silently missing.
-            version = archive.local_version(job.accession)
-            self._save(job, state=ZIPPING)
+            version = archive.local_version(work.accession)
+            work.save(phase=ZIPPING, flush=True)
         except BaseException:
             finished.set()
             thread.join()
@@ -397,26 +402,22 @@ class ExportService:
         if count != have:
             temp.unlink(missing_ok=True)
             return False
-        path = archive.publish(temp, self.export_dir, job.accession, fsync=self.settings.storage.fsync)
-        self._ready(job, path, size, count, version)
+        path = archive.publish(temp, self.export_dir, work.accession, fsync=self.settings.storage.fsync)
+        self._ready(work, path, size, count, version)
         return True
 
-    def _transfer(self, job: ExportJob, remote, uids: list[str], cancel, zipped: dict) -> int:
-        """C-MOVE / C-GET each study, updating the row; verify the count; return it."""
+    def _transfer(self, work: _Work, remote, uids: list[str], cancel, zipped: dict) -> int:
+        """C-MOVE / C-GET each study, reporting progress; verify the count; return it."""
         own_ae = self.settings.dicom.ae_title
         announced = 0
         failed = 0
         statuses: set[int] = set()
-        last = 0.0
         for uid in uids:
-            done_before = job.received
+            done_before = work.received
 
             def on_progress(p: retrieve.Progress, base: int = done_before) -> None:
-                nonlocal last
-                now = time.monotonic()
-                if now - last >= PROGRESS_EVERY_S:
-                    last = now
-                    self._save(job, received=base + p.completed + p.warning, bytes=zipped["bytes"])
+                # Buffered: the runner writes it to the row a few times a second.
+                work.save(received=base + p.completed + p.warning, bytes=zipped["bytes"])
 
             if remote.retrieve == "get":
                 progress = retrieve.get_study(
@@ -428,77 +429,85 @@ class ExportService:
             failed += progress.failed
             if progress.status:
                 statuses.add(progress.status)
-            self._save(job, received=done_before + progress.completed + progress.warning)
-            if self._stopping.is_set():
+            work.save(received=done_before + progress.completed + progress.warning)
+            if work.progress.cancelled:
                 raise _Stopped
         have = archive.count_instances(uids)
-        expected = max(job.expected or 0, announced)
-        self._save(job, received=have)
-        if self._stopping.is_set():
+        expected = max(work.expected or 0, announced)
+        work.save(received=have)
+        if work.progress.cancelled:
             raise _Stopped
         if have == 0 or have < expected or failed:
             operation = "C-GET" if remote.retrieve == "get" else "C-MOVE"
             status = ", ".join(f"0x{code:04X}" for code in sorted(statuses)) or "0x0000"
-            raise _Failed(
+            raise Failed(
                 PARTIAL,
-                f"retrieved {have} of {expected} instances of accession {job.accession!r} from "
+                f"retrieved {have} of {expected} instances of accession {work.accession!r} from "
                 f"{retrieve.describe(remote)} ({operation} status {status}, {failed} sub-operations "
                 "failed); no archive was made",
             )
         return have
 
-    def _ready(self, job: ExportJob, path: Path, size: int, count: int, version: archive.Version) -> None:
-        if not job.remote:
-            job.received = count
-        self._finish(
-            job,
-            READY,
+    def _ready(self, work: _Work, path: Path, size: int, count: int, version: archive.Version) -> None:
+        values: dict[str, Any] = {}
+        if not work.remote:
+            values["received"] = count
+        work.extra.update(instances=count, bytes=size)
+        work.save(
             bytes=size,
             instances=count,
             file_name=path.name,
-            study_updated_at=version.updated_at,
+            study_updated_at=version.updated_at.isoformat(sep=" ") if version.updated_at else None,
             message="",
             failure="",
+            **values,
         )
         self._evict(keep={path})
 
-    def _zip(self, job: ExportJob) -> None:
+    def _zip(self, work: _Work) -> None:
         # The version is read before the instances are listed: an instance
         # arriving meanwhile makes the archive stale rather than silently missing.
-        version = archive.local_version(job.accession)
+        version = archive.local_version(work.accession)
         if not version.held:
-            raise _Failed(NOT_FOUND, f"there is no study with accession number {job.accession!r}")
-        self._save(job, state=ZIPPING, bytes=0)
+            raise Failed(NOT_FOUND, f"there is no study with accession number {work.accession!r}")
+        work.save(phase=ZIPPING, bytes=0, flush=True)
         try:
             path, size, count = archive.build(
                 self.ctx.store,
                 self.export_dir,
-                job.accession,
+                work.accession,
                 self.settings.export.compression,
-                on_bytes=lambda n: self._save(job, bytes=n),
-                should_stop=self._stopping.is_set,
+                on_bytes=lambda n: work.save(bytes=n),
+                should_stop=lambda: work.progress.cancelled,
                 fsync=self.settings.storage.fsync,
             )
         except InterruptedError:
             raise _Stopped from None
-        self._ready(job, path, size, count, version)
+        self._ready(work, path, size, count, version)
 
     def _evict(self, keep: set[Path]) -> None:
         s = self.settings.export
         removed = archive.evict(self.export_dir, s.max_total_bytes, s.max_age_days, keep)
         if not removed:
             return
-        names = [p.name for p in removed]
-        with write_transaction():
-            ExportJob.delete().where(ExportJob.file_name.in_(names) & (ExportJob.state == READY)).execute()
-        log.info("evicted %d archive(s) from %s: %s", len(removed), self.export_dir, ", ".join(names))
+        names = {p.name for p in removed}
+        jobs.remove(j.id for j in jobs.of_kind(KIND, [DONE]) if j.data.get("file_name") in names)
+        log.info("evicted %d archive(s) from %s: %s", len(removed), self.export_dir, ", ".join(sorted(names)))
+
+
+class ExportJobs:
+    """The ``export`` job kind: runs on whichever worker claims the job."""
+
+    def __init__(self, service: ExportService) -> None:
+        self.service = service
+
+    def run(self, job: Job, progress: Progress) -> None:
+        self.service.run(job, progress)
+
+    def details(self, job: Job) -> dict:
+        """The export's own fields in ``GET /jobs``: the ``/accessions`` answer's job."""
+        return job_json(job)
 
 
 class _Stopped(Exception):
     """The node is stopping: leave the row as it is, to be resumed."""
-
-
-class _Failed(Exception):
-    def __init__(self, failure: str, message: str) -> None:
-        super().__init__(message)
-        self.failure = failure

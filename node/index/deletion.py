@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 import peewee
 
 from .db import write_transaction
-from .jobs import ExportJob
+from .jobs import EXPORT as EXPORT_KIND
+from .jobs import Job
 from .models import BaseModel, Instance, Patient, Series, Study, utcnow
 from .outbox import OutboxEntry
 
@@ -204,7 +205,7 @@ def _drop_export_jobs(accessions: list[str]) -> list[str]:
     """
     found = sorted(prepared_again(accessions))
     if found:
-        ExportJob.delete().where(ExportJob.accession.in_(found)).execute()
+        Job.delete().where((Job.kind == EXPORT_KIND) & Job.key.in_(found)).execute()
     return found
 
 
@@ -244,7 +245,7 @@ def prepared_again(accessions: Sequence[str]) -> set[str]:
     """Those of *accessions* that have an export job again (its archive is a new one)."""
     if not accessions:
         return set()
-    query = ExportJob.select(ExportJob.accession).where(ExportJob.accession.in_(list(accessions)))
+    query = Job.select(Job.key).where((Job.kind == EXPORT_KIND) & Job.key.in_(list(accessions)))
     return {a for (a,) in query.tuples()}
 
 

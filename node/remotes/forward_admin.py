@@ -2,26 +2,27 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import sys
 from typing import Any
 
 from ..config import Remote
 from ..context import NodeContext
 from ..index import outbox
-from .forwarder import WorkerStatus
+from ..jobs.public import iso as _iso
+from .forwarder import WorkerStatus, published_status
 
 
-def iso(value: dt.datetime | None) -> str | None:
-    """A stored (naive UTC) time as ISO 8601 with ``Z``; None stays None."""
-    return value.isoformat(timespec="seconds") + "Z" if value else None
+def iso(value) -> str | None:
+    """A stored (naive UTC) time as ISO 8601 with ``Z``, to the second; None stays None."""
+    return _iso(value, "seconds")
 
 
 def remote_report(remote: Remote, worker: WorkerStatus | None) -> dict[str, Any]:
     """One remote as ``GET /remotes`` shows it: settings, queue figures and worker state.
 
-    *worker* is the running worker's status (None outside ``serve`` or for a
-    remote that does not forward); the rows supply what survives a restart.
+    *worker* is the status of the worker holding the remote's forward job
+    (None when no process forwards to it); the rows supply what survives a
+    restart.
     """
     figures = outbox.figures(remote.name)
     last_success = figures.last_success
@@ -70,7 +71,7 @@ def run_forward(ctx: NodeContext, *, retry: str | None = None) -> int:
     if not settings.remotes:
         print("no remotes configured")
     for remote in settings.remotes:
-        r = remote_report(remote, None)
+        r = remote_report(remote, published_status(remote.name) if remote.forward else None)
         print(
             f"{r['name']} ({r['ae_title']}@{r['host']}:{r['port']}, forward={str(r['forward']).lower()}): "
             f"{r['pending']} pending, {r['failed']} failed, {r['forwarded']} forwarded; "

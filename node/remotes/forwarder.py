@@ -1,8 +1,12 @@
-"""Store-and-forward: one worker thread per remote with ``forward = true``.
+"""Store-and-forward: one "forward" job per remote with ``forward = true``.
 
-Each worker drains its remote's outbox rows (node/index/outbox.py) in
-bounded batches over one association that it keeps while there is work,
-proposing each instance's stored transfer syntax (node/remotes/sender.py).
+The job (node/jobs, keyed by the remote's name) lives as long as the remote
+forwards; whichever process holds its lease runs a :class:`ForwardWorker`
+for it, so exactly one process forwards to each remote, and another takes
+over when that one stops or dies.  The worker drains its remote's outbox
+rows (node/index/outbox.py) in bounded batches over one association that it
+keeps while there is work, proposing each instance's stored transfer syntax
+(node/remotes/sender.py).
 A row is settled only from the remote's answer:
 
 - success or warning -> ``done``;
@@ -15,6 +19,10 @@ A row is settled only from the remote's answer:
   resources" (0xA7xx) -> the row stays pending untouched and the whole
   worker backs off exponentially (1 s doubling to 5 min) before it tries
   again.
+
+The worker publishes its state (last success and error, next retry, count
+sent) in the job row, so that ``GET /remotes`` and ``dicom-node forward``
+show it from any process.
 """
 
 from __future__ import annotations
@@ -30,9 +38,13 @@ from pynetdicom.association import Association
 
 from ..config import Remote
 from ..context import NodeContext
-from ..index import outbox
+from ..index import jobs, outbox
+from ..index.jobs import ACTIVE_STATES, RUNNING, Job
 from ..index.models import utcnow
 from ..index.outbox import DONE, FAILED, PENDING, Queued, Settlement
+from ..jobs.kinds import Failed, Interrupted, Progress
+from ..jobs.public import iso
+from ..jobs.runner import JobRunner
 from ..statuses import NOT_AUTHORIZED, SOP_CLASS_NOT_SUPPORTED, is_out_of_resources
 from .sender import (
     UNCOMPRESSED,
@@ -56,7 +68,7 @@ FLUSH_S = 1.0  # ... or this many seconds
 LINGER_S = 0.02  # after a short batch, wait this long for more rows
 MAX_ATTEMPTS = 5  # failure answers (not outages) before a row is given up
 IDLE_RELEASE_S = 2.0  # keep the association this long after the queue empties
-POLL_S = 5.0  # safety net: rows queued by another process (import, --retry)
+KIND = "forward"
 MAX_REMEMBERED_CLASSES = 64  # SOP classes proposed again on a reopened association
 
 # C-STORE failures that will not change by sending again (PS3.4 B.2.3, PS3.7 C).
@@ -81,15 +93,42 @@ def backoff_s(failures: int) -> float:
 
 @dataclass
 class WorkerStatus:
-    """What a worker knows beyond the rows: shown by ``GET /remotes``."""
+    """What a worker knows beyond the rows: shown by ``GET /remotes``, kept in its job's payload."""
 
     sending: bool = False
-    sent: int = 0  # instances accepted since start
+    sent: int = 0  # instances accepted since this worker took the job
     last_success: dt.datetime | None = None
     last_error: str = ""
     last_error_at: dt.datetime | None = None
     next_retry: dt.datetime | None = None
     consecutive_failures: int = 0
+
+    def to_payload(self) -> dict:
+        return {
+            "sending": self.sending,
+            "sent": self.sent,
+            "last_success": iso(self.last_success),
+            "last_error": self.last_error,
+            "last_error_at": iso(self.last_error_at),
+            "next_retry": iso(self.next_retry),
+            "consecutive_failures": self.consecutive_failures,
+        }
+
+    @classmethod
+    def from_payload(cls, data: dict) -> WorkerStatus:
+        def when(key: str) -> dt.datetime | None:
+            value = data.get(key)
+            return dt.datetime.fromisoformat(value.rstrip("Z")) if value else None
+
+        return cls(
+            sending=bool(data.get("sending")),
+            sent=int(data.get("sent") or 0),
+            last_success=when("last_success"),
+            last_error=data.get("last_error") or "",
+            last_error_at=when("last_error_at"),
+            next_retry=when("next_retry"),
+            consecutive_failures=int(data.get("consecutive_failures") or 0),
+        )
 
 
 @dataclass
@@ -103,7 +142,7 @@ class _Link:
     counts: dict[str, int] = field(default_factory=dict)
 
 
-def _has_context(assoc: Association, item: Outgoing) -> bool:
+def has_context(assoc: Association, item: Outgoing) -> bool:
     """The remote accepted a context this item can go over (its own syntax, or a fallback)."""
     syntaxes = {
         cx.transfer_syntax[0] for cx in assoc.accepted_contexts if cx.abstract_syntax == item.sop_class_uid
@@ -117,15 +156,17 @@ def _wanted(item: Outgoing) -> tuple[str, str]:
     return (item.sop_class_uid, item.transfer_syntax)
 
 
-class ForwardWorker(threading.Thread):
-    """Sends one remote's outbox rows; ``wake()`` after new rows, ``stop()`` to finish."""
+class ForwardWorker:
+    """Sends one remote's outbox rows in its job's thread; ``wake()`` after new rows, ``stop()`` to finish."""
 
-    def __init__(self, ctx: NodeContext, remote: Remote) -> None:
-        super().__init__(name=f"forward-{remote.name}", daemon=True)
+    def __init__(self, ctx: NodeContext, remote: Remote, progress: Progress | None = None) -> None:
         self.ctx = ctx
         self.remote = remote
         self.peer = Peer(remote.ae_title, remote.host, remote.port)
         self.status = WorkerStatus()
+        self.progress = progress
+        self.sent_before = 0  # instances sent for this remote by the job's earlier holders
+        self.poll_s = ctx.settings.jobs.poll_seconds  # rows queued by another process (import, a node)
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._link: _Link | None = None
@@ -197,7 +238,7 @@ class ForwardWorker(threading.Thread):
                 self._close()
                 self._stopping.wait(BACKOFF_MIN_S)
         self._close()
-        self.ctx.db.close()
+        self._publish()
 
     def _save(self, settled: list[Settlement]) -> list[Settlement]:
         if settled:
@@ -211,7 +252,7 @@ class ForwardWorker(threading.Thread):
 
     def _idle(self) -> None:
         """Nothing due: keep the association briefly, then wait for a wake-up."""
-        timeout = POLL_S
+        timeout = self.poll_s
         due = outbox.next_due(self.remote.name)
         if due is not None:
             timeout = min(timeout, max(0.05, (due - utcnow()).total_seconds()))
@@ -235,6 +276,7 @@ class ForwardWorker(threading.Thread):
             return self._send_items(batch, items, retry_fresh=self._link is not None)
         finally:
             self.status.sending = False
+            self._publish()
 
     def _send_items(
         self, batch: Sequence[Queued], items: list[Outgoing], *, retry_fresh: bool
@@ -259,7 +301,7 @@ class ForwardWorker(threading.Thread):
                 continue
             sent = store_one(link.assoc, item)
             link.last_used = time.monotonic()
-            if sent.status is None and (not link.assoc.is_established or _has_context(link.assoc, item)):
+            if sent.status is None and (not link.assoc.is_established or has_context(link.assoc, item)):
                 # No answer although it could be sent: the association broke (pynetdicom
                 # may not have marked it yet).
                 link.assoc.abort()
@@ -354,6 +396,15 @@ class ForwardWorker(threading.Thread):
 
     # -- remote state --------------------------------------------------------
 
+    def _publish(self) -> None:
+        """Hand the worker's state to its job row (written by the job runner within a second)."""
+        if self.progress is not None:
+            self.progress.update(
+                done=self.sent_before + self.status.sent,
+                message=self.status.last_error,
+                payload=self.status.to_payload(),
+            )
+
     def _note_error(self, error: str) -> None:
         self.status.last_error = error
         self.status.last_error_at = utcnow()
@@ -374,38 +425,97 @@ class ForwardWorker(threading.Thread):
 
 
 class Forwarder:
-    """The workers of every forwarding remote, started and stopped with the server."""
+    """Forwarding for one node: the outbox hook, the forward kind, and the workers running here."""
 
-    def __init__(self, ctx: NodeContext) -> None:
+    def __init__(self, ctx: NodeContext, runner: JobRunner | None = None) -> None:
         self.ctx = ctx
-        self.workers = {r.name: ForwardWorker(ctx, r) for r in ctx.settings.remotes if r.forward}
+        self.runner = runner
+        self.remotes = {r.name: r for r in ctx.settings.remotes if r.forward}
+        self._workers: dict[str, ForwardWorker] = {}
+        self._lock = threading.Lock()
 
     def install(self) -> None:
-        """Queue every stored instance for the forwarding remotes, waking their workers."""
-        outbox.install_hook(self.workers, notify=self.wake)
+        """Queue every stored instance for the forwarding remotes; register and queue their jobs."""
+        if self.runner is not None:
+            self.runner.register(KIND, ForwardJobs(self), concurrency=None, stops_last=True)
+        self._apply()
+        if self.remotes:
+            log.info("forwarding every received instance to %s", ", ".join(self.remotes))
 
-    def start(self) -> None:
-        for worker in self.workers.values():
-            worker.start()
-        if self.workers:
-            log.info("forwarding every received instance to %s", ", ".join(self.workers))
+    def reconfigure(self, ctx: NodeContext) -> None:
+        """Apply a reloaded config (SIGHUP): jobs for new forwarding remotes, none for dropped ones.
+
+        A worker whose remote changed (address, AE title) or stopped forwarding
+        ends its batch; its job goes back to the queue and is claimed again
+        with the new settings.  Outbox rows are durable, so nothing is lost.
+        """
+        before = self.remotes
+        self.ctx = ctx
+        self.remotes = {r.name: r for r in ctx.settings.remotes if r.forward}
+        self._apply()
+        with self._lock:
+            workers = dict(self._workers)
+        for name, worker in workers.items():
+            if before.get(name) != self.remotes.get(name):
+                worker.stop()
+        if self.runner is not None:
+            self.runner.wake()
+
+    def _apply(self) -> None:
+        outbox.install_hook(self.remotes, notify=self.wake)
+        if self.runner is None:
+            return
+        for name in self.remotes:
+            jobs.ensure(KIND, name)
+        for job in jobs.of_kind(KIND, ACTIVE_STATES):
+            if job.key not in self.remotes:
+                jobs.cancel(job.id, f"remote {job.key!r} no longer has forward = true")
 
     def wake(self, remote: str) -> None:
-        worker = self.workers.get(remote)
+        """Rows were queued for *remote*: its worker looks now, if it runs in this process."""
+        with self._lock:
+            worker = self._workers.get(remote)
         if worker is not None:
             worker.wake()
 
     def status(self, remote: str) -> WorkerStatus | None:
-        worker = self.workers.get(remote)
-        return worker.status if worker else None
+        """The state of *remote*'s worker: this process's, else what its holder published."""
+        with self._lock:
+            worker = self._workers.get(remote)
+        return worker.status if worker is not None else published_status(remote)
 
-    def stop(self, timeout: float = 60.0) -> None:
-        """Let each worker finish its current batch (up to *timeout* in all)."""
-        for worker in self.workers.values():
-            worker.stop()
-        deadline = time.monotonic() + timeout
-        for worker in self.workers.values():
-            if worker.is_alive():
-                worker.join(max(0.0, deadline - time.monotonic()))
-            if worker.is_alive():
-                log.warning("forwarding to %s still busy at shutdown; unsent rows stay queued", worker.name)
+    def run(self, job: Job, progress: Progress) -> None:
+        """The forward kind's body: drain *job*'s remote until asked to stop."""
+        remote = self.remotes.get(job.key or "")
+        if remote is None:
+            raise Failed("config", f"remote {job.key!r} does not have forward = true in this node's config")
+        worker = ForwardWorker(self.ctx, remote, progress)
+        worker.sent_before = job.done
+        progress.on_cancel(worker.stop)
+        with self._lock:
+            self._workers[remote.name] = worker
+        try:
+            worker.run()
+        finally:
+            with self._lock:
+                self._workers.pop(remote.name, None)
+        # Never done while the remote forwards: back to the queue for the next holder.
+        raise Interrupted
+
+
+class ForwardJobs:
+    """The ``forward`` job kind."""
+
+    def __init__(self, forwarder: Forwarder) -> None:
+        self.forwarder = forwarder
+
+    def run(self, job: Job, progress: Progress) -> None:
+        self.forwarder.run(job, progress)
+
+
+def published_status(remote: str) -> WorkerStatus | None:
+    """What the worker holding *remote*'s forward job last wrote to its row; None if none holds it."""
+    job = jobs.find(KIND, remote)
+    if job is None or job.state != RUNNING or job.lease_until is None or job.lease_until < utcnow():
+        return None
+    return WorkerStatus.from_payload(job.data)

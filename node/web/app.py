@@ -6,8 +6,9 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
 from ..context import NodeContext
-from . import delete, echo, export, health, qido, stow, wado
+from . import delete, echo, export, health, qido, send, stow, wado
 from . import forward as forward_routes
+from . import jobs as jobs_routes
 from . import remotes as remotes_routes
 from .access_log import RequestLog
 from .auth import BearerToken
@@ -19,6 +20,8 @@ def create_app(ctx: NodeContext) -> Starlette:
     routes += delete.routes
     routes += remotes_routes.routes
     routes += echo.routes
+    routes += send.routes
+    routes += jobs_routes.routes
     routes += forward_routes.routes
     middleware = [Middleware(RequestLog)]
     if ctx.settings.http.token:
