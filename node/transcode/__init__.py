@@ -1,0 +1,125 @@
+"""Transcoding: stored instances in another transfer syntax, only where a peer needs it.
+
+Every door that sends calls one function here:
+
+- :func:`transcode` yields the converted Part-10 bytes of a stored instance
+  (WADO-RS streams them);
+- :func:`transcode_to_temp` writes them to a temp file in the store's temp
+  folder (DIMSE senders hand that path to pynetdicom / the direct writer,
+  then delete it);
+- :func:`transcode_file` converts a received Part-10 temp file (the ingest
+  path, for ``[storage].transcode_to``);
+- :func:`convert_frame` converts one frame (WADO-RS frames);
+- :mod:`.negotiate` says whether to send as stored, transcode, or give up.
+
+Conversions stream frame by frame (memory bounded by a frame, not the
+instance); a failure raises :class:`TranscodeError` naming the instance and
+the reason.  Lossy targets are produced only when a door asks for exactly
+one (see :mod:`.negotiate`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..store import InstanceStore
+from . import syntaxes
+from .codec import CodecError, PixelFormat, decode, encode
+from .convert import Conversion, FrameConverter, TranscodeError
+from .negotiate import Action, Plan, acceptor_syntax, plan, requestor_syntaxes
+
+__all__ = [
+    "Action",
+    "CodecError",
+    "Conversion",
+    "FrameConverter",
+    "PixelFormat",
+    "Plan",
+    "TranscodeError",
+    "acceptor_syntax",
+    "convert_frame",
+    "open_conversion",
+    "plan",
+    "requestor_syntaxes",
+    "syntaxes",
+    "transcode",
+    "transcode_file",
+    "transcode_to_temp",
+]
+
+log = logging.getLogger(__name__)
+
+
+def open_conversion(store: InstanceStore, relative: str, stored: str, target: str) -> Conversion:
+    """A prepared :class:`Conversion` of the stored instance at *relative* (header read, first frame done).
+
+    Raises TranscodeError (unsupported syntax, corrupt first frame) or
+    OSError (file missing) before any byte is produced.
+    """
+    fp = store.open(relative)
+    return Conversion(fp, stored, target, label=f"instance {relative}", tmp_dir=store.tmp).prepare()
+
+
+def transcode(store: InstanceStore, relative: str, stored: str, target: str) -> Iterator[bytes]:
+    """The Part-10 bytes of the stored instance at *relative* converted to *target*, piece by piece."""
+    return open_conversion(store, relative, stored, target).chunks()
+
+
+def _write(conversion: Conversion, path: Path) -> int:
+    """Write *conversion* to *path*, filling the Basic Offset Table; return the size."""
+    size = 0
+    meta_length = -1
+    with open(path, "wb") as out:
+        for piece in conversion.chunks(reserve_offset_table=True):
+            if meta_length < 0:
+                meta_length = len(piece)  # the first piece is the preamble and file meta
+            out.write(piece)
+            size += len(piece)
+        if conversion.bot_position >= 0 and conversion.frame_offsets:
+            out.seek(meta_length + conversion.bot_position)
+            out.write(struct.pack(f"<{len(conversion.frame_offsets)}I", *conversion.frame_offsets))
+    return size
+
+
+def transcode_to_temp(store: InstanceStore, relative: str, stored: str, target: str) -> Path:
+    """Convert the stored instance at *relative* into a new file in the store's temp folder.
+
+    The caller owns the file and deletes it when sent (``path.unlink()``);
+    on failure nothing is left behind.
+    """
+    conversion = open_conversion(store, relative, stored, target)
+    path = store.temp_path()
+    try:
+        _write(conversion, path)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def transcode_file(source: Path, stored: str, target: str, tmp_dir: Path) -> Path:
+    """Convert the Part-10 file *source* (stored as *stored*) into a new file in *tmp_dir*.
+
+    For the ingest path: *source* is the received temp file; the result is a
+    sibling temp file to store instead.  Raises TranscodeError naming the file.
+    """
+    fp = open(source, "rb")  # noqa: SIM115 - the conversion owns and closes it
+    conversion = Conversion(fp, stored, target, label=f"file {source.name}", tmp_dir=tmp_dir).prepare()
+    fd_path = tmp_dir / f"{source.stem}.{target}.part"
+    try:
+        _write(conversion, fd_path)
+    except BaseException:
+        fd_path.unlink(missing_ok=True)
+        raise
+    log.debug("converted %s to %s (%d bytes)", source.name, target, os.path.getsize(fd_path))
+    return fd_path
+
+
+def convert_frame(frame: bytes, stored: str, target: str, fmt: PixelFormat) -> tuple[bytes, PixelFormat]:
+    """One stored frame (native bytes or a codestream) in *target*; raises CodecError."""
+    arr, decoded = decode(frame, stored, fmt)
+    return encode(arr, target, decoded)
