@@ -111,6 +111,41 @@ def write(ds: Dataset, path: Path) -> Path:
     return path
 
 
+# Transfer syntaxes encode_as() writes, and how.
+DCMTK_ENCODERS = {
+    "1.2.840.10008.1.2.4.50": ["dcmcjpeg", "+un", "+eb"],
+    "1.2.840.10008.1.2.4.51": ["dcmcjpeg", "+un", "+ee"],
+    "1.2.840.10008.1.2.4.70": ["dcmcjpeg", "+e1"],
+    "1.2.840.10008.1.2.1.99": ["dcmconv", "+td"],
+    "1.2.840.10008.1.2.2": ["dcmconv", "+tb"],
+}
+
+
+def encode_as(ds: Dataset, syntax: str, path: Path) -> Path:
+    """Write *ds* (native pixel data) at *path* in transfer syntax *syntax*.
+
+    JPEG-LS, JPEG 2000 and RLE with pydicom's encoders (the codecs
+    node.transcode uses); JPEG baseline / extended / lossless SV1, deflated
+    and big endian with DCMTK (``dcmcjpeg``, ``dcmconv``), so that the
+    node's decoders read what another implementation wrote.
+    """
+    import subprocess
+    import tempfile
+
+    if syntax in DCMTK_ENCODERS:
+        with tempfile.TemporaryDirectory() as tmp:
+            plain = write(ds, Path(tmp) / "plain.dcm")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            subprocess.run([*DCMTK_ENCODERS[syntax], str(plain), str(path)], check=True, capture_output=True)
+        return path
+    ds = ds.copy()
+    kwargs = {"jls_error": 2} if syntax == "1.2.840.10008.1.2.4.81" else {}
+    if syntax == "1.2.840.10008.1.2.4.91":
+        kwargs = {"j2k_psnr": [60]}
+    ds.compress(syntax, generate_instance_uid=False, **kwargs)
+    return write(ds, path)
+
+
 def write_corpus(
     out: Path,
     *,

@@ -237,6 +237,23 @@ def dataset_bytes(path: Path) -> bytes:
     return data[144 + meta_len :]
 
 
+def split_multipart(response: httpx.Response) -> list[tuple[dict[str, str], bytes]]:
+    """Parts of a multipart/related response as (headers, body); fails if the body is not closed."""
+    import re
+
+    boundary = re.search(r"boundary=([^;]+)", response.headers["content-type"]).group(1).strip('"')
+    chunks = response.content.split(b"--" + boundary.encode())
+    assert chunks[-1].strip() == b"--", "multipart body not closed"
+    parts = []
+    for chunk in chunks[1:-1]:
+        head, _, body = chunk[2:].partition(b"\r\n\r\n")
+        fields = (line.split(":", 1) for line in head.decode().split("\r\n"))
+        headers = {k.strip().lower(): v.strip() for k, v in fields}
+        assert body.endswith(b"\r\n")
+        parts.append((headers, body[:-2]))
+    return parts
+
+
 def nodelay_env() -> dict[str, str]:
     """Environment that makes Debian's DCMTK and Orthanc turn Nagle's algorithm off."""
     return {**os.environ, "TCP_NODELAY": "1"}

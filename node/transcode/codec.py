@@ -23,6 +23,9 @@ from pydicom.pixels import get_decoder, get_encoder
 from . import syntaxes as ts
 
 log = logging.getLogger(__name__)
+# pydicom logs every failing plugin there with a traceback before it tries the next; the node
+# reports the outcome itself, in one line naming the instance and every plugin's reason.
+logging.getLogger("pydicom.pixels.decoders.base").setLevel(logging.CRITICAL)
 
 _ITEM = b"\xfe\xff\x00\xe0"
 
@@ -91,6 +94,15 @@ class PixelFormat:
         return opts
 
 
+def _reason(plugin: str, exc: Exception) -> str:
+    """One line for a plugin's failure (pydicom wraps the codec's message in a multi-line one)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[-1] if lines else type(exc).__name__
+    if text.startswith(f"{plugin}: "):
+        text = text[len(plugin) + 2 :]
+    return f"{plugin or 'pydicom'}: {text[:200]}"
+
+
 def _single_frame(frame: bytes) -> bytes:
     """*frame* as encapsulated pixel data of one fragment (empty offset table), as pydicom reads it."""
     pad = b"\0" if len(frame) % 2 else b""
@@ -119,7 +131,7 @@ def decode(frame: bytes, syntax: str, fmt: PixelFormat) -> tuple[np.ndarray, Pix
                 warnings.simplefilter("ignore")  # pydicom warns per frame about fixable header quirks
                 arr, props = decoder.as_array(src, raw=raw, decoding_plugin=plugin, **fmt.options())
         except Exception as exc:  # noqa: BLE001 - each plugin's failure is reported together
-            errors.append(f"{plugin or 'pydicom'}: {exc}".splitlines()[0][:200])
+            errors.append(_reason(plugin, exc))
             continue
         out = replace(
             fmt,
@@ -158,7 +170,7 @@ def encode(arr: np.ndarray, syntax: str, fmt: PixelFormat) -> tuple[bytes, Pixel
     if syntax == ts.JPEG_LS_NEAR:
         kwargs["jls_error"] = ts.JLS_NEAR
     elif syntax == ts.J2K:
-        kwargs["j2k_cr"] = [ts.J2K_RATIO]
+        kwargs["j2k_psnr"] = [ts.J2K_PSNR]
     opts = fmt.options()
     if fmt.samples > 1:
         opts["planar_configuration"] = 0  # decoded arrays are interleaved
@@ -177,7 +189,7 @@ def encode(arr: np.ndarray, syntax: str, fmt: PixelFormat) -> tuple[bytes, Pixel
         try:
             data = encoder.encode(np.ascontiguousarray(arr), encoding_plugin=plugin, **opts, **kwargs)
         except Exception as exc:  # noqa: BLE001
-            errors.append(f"{plugin or 'pydicom'}: {exc}".splitlines()[0][:200])
+            errors.append(_reason(plugin, exc))
             continue
         return bytes(data), replace(fmt, planar=0)
     raise CodecError(

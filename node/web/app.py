@@ -6,7 +6,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
 from ..context import NodeContext
-from . import export, health, qido, stow, wado
+from . import export, health, qido, rendered, stow, wado
 from . import forward as forward_routes
 from . import remotes as remotes_routes
 from .access_log import RequestLog
@@ -16,6 +16,7 @@ from .auth import BearerToken
 def create_app(ctx: NodeContext) -> Starlette:
     """The ASGI app serving *ctx*."""
     routes = [*health.routes, *stow.routes, *qido.routes, *wado.routes, *export.routes]
+    routes += rendered.routes
     routes += remotes_routes.routes
     routes += forward_routes.routes
     middleware = [Middleware(RequestLog)]
