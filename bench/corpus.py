@@ -116,6 +116,7 @@ DCMTK_ENCODERS = {
     "1.2.840.10008.1.2.4.50": ["dcmcjpeg", "+un", "+eb"],
     "1.2.840.10008.1.2.4.51": ["dcmcjpeg", "+un", "+ee"],
     "1.2.840.10008.1.2.4.70": ["dcmcjpeg", "+e1"],
+    "1.2.840.10008.1.2": ["dcmconv", "+ti"],
     "1.2.840.10008.1.2.1.99": ["dcmconv", "+td"],
     "1.2.840.10008.1.2.2": ["dcmconv", "+tb"],
 }
@@ -132,6 +133,8 @@ def encode_as(ds: Dataset, syntax: str, path: Path) -> Path:
     import subprocess
     import tempfile
 
+    if syntax == ExplicitVRLittleEndian:
+        return write(ds, path)
     if syntax in DCMTK_ENCODERS:
         with tempfile.TemporaryDirectory() as tmp:
             plain = write(ds, Path(tmp) / "plain.dcm")
