@@ -19,7 +19,7 @@ from pydicom.uid import generate_uid
 
 from bench.corpus import encode_as, make_dataset, write
 from node.store import InstanceStore
-from node.transcode import TranscodeError, transcode, transcode_file, transcode_to_temp
+from node.transcode import TranscodeError, convert_for_storage, transcode, transcode_file, transcode_to_temp
 from node.transcode import syntaxes as ts
 from node.transcode.negotiate import ANY, Action, acceptor_syntax, plan, requestor_syntaxes
 from tests.harness import REPO
@@ -209,9 +209,17 @@ def test_unconvertible_instances_name_the_instance_and_the_reason(tmp_path: Path
 
 def test_ingest_conversion_of_a_received_file(tmp_path: Path):
     received = encode_as(_ct(), ts.RLE, tmp_path / "received.dcm")
-    out = transcode_file(received, ts.RLE, ts.JPEG_LS_LOSSLESS, tmp_path)
-    assert out.parent == tmp_path and out != received and received.exists()
+    out = convert_for_storage(received, ts.RLE, ts.JPEG_LS_LOSSLESS, tmp_path)
+    assert out is not None and out.parent == tmp_path and out != received and received.exists()
     assert np.array_equal(dcmread(out).pixel_array, dcmread(received).pixel_array)
+    assert transcode_file(received, ts.RLE, ts.EXPLICIT, tmp_path).exists()
+    # Stored as received: nothing configured, already there, or nothing to compress.
+    assert convert_for_storage(received, ts.RLE, "", tmp_path) is None
+    assert convert_for_storage(received, ts.RLE, ts.RLE, tmp_path) is None
+    report = _ct()
+    del report.PixelData
+    assert convert_for_storage(write(report, tmp_path / "sr.dcm"), ts.EXPLICIT, ts.RLE, tmp_path) is None
+    assert convert_for_storage(received, MPEG2, ts.EXPLICIT, tmp_path) is None
 
 
 def test_500_frame_instance_is_converted_within_a_frame_of_memory(tmp_path: Path):

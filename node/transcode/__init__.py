@@ -7,8 +7,8 @@ Every door that sends calls one function here:
 - :func:`transcode_to_temp` writes them to a temp file in the store's temp
   folder (DIMSE senders hand that path to pynetdicom / the direct writer,
   then delete it);
-- :func:`transcode_file` converts a received Part-10 temp file (the ingest
-  path, for ``[storage].transcode_to``);
+- :func:`convert_for_storage` converts a received Part-10 temp file for the
+  ingest path (``[storage].transcode_to``), or says to store it as received;
 - :func:`convert_frame` converts one frame (WADO-RS frames);
 - :mod:`.negotiate` says whether to send as stored, transcode, or give up.
 
@@ -41,6 +41,7 @@ __all__ = [
     "Plan",
     "TranscodeError",
     "acceptor_syntax",
+    "convert_for_storage",
     "convert_frame",
     "open_conversion",
     "plan",
@@ -117,6 +118,30 @@ def transcode_file(source: Path, stored: str, target: str, tmp_dir: Path) -> Pat
         raise
     log.debug("converted %s to %s (%d bytes)", source.name, target, os.path.getsize(fd_path))
     return fd_path
+
+
+def convert_for_storage(received: Path, syntax: str, target: str, tmp_dir: Path) -> Path | None:
+    """``[storage].transcode_to`` for the ingest path: the file to store instead of *received*, or None.
+
+    None means "store as received": no target configured, already in it,
+    or an instance that cannot be converted (no pixel data to compress, a
+    syntax the node cannot decode, a damaged codestream); the reason is
+    logged, the data is never refused for it.  The caller stores the
+    returned file (it is in *tmp_dir*, the store's temp folder, so a rename
+    puts it in place), indexes it with transfer syntax *target* and its own
+    size, and deletes both temp files as usual.
+    """
+    if not target or syntax == target:
+        return None
+    verdict = plan(syntax, [target])
+    if verdict.action is not Action.TRANSCODE:
+        log.info("storing %s as received (%s): %s", received.name, syntax, verdict.reason)
+        return None
+    try:
+        return transcode_file(received, syntax, target, tmp_dir)
+    except TranscodeError as exc:
+        log.warning("storing %s as received: %s", received.name, exc)
+        return None
 
 
 def convert_frame(frame: bytes, stored: str, target: str, fmt: PixelFormat) -> tuple[bytes, PixelFormat]:
