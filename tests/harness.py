@@ -365,6 +365,16 @@ class QRSCP(_Process):
 ORTHANC_DICOMWEB = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
 
 
+def orthanc_gdcm_plugin() -> str | None:
+    """The library of Debian's orthanc-gdcm plugin (from ``dpkg -L orthanc-gdcm``), None if absent."""
+    try:
+        listed = subprocess.run(["dpkg", "-L", "orthanc-gdcm"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    libraries = [line for line in listed.stdout.splitlines() if "/plugins/" in line and line.endswith(".so")]
+    return libraries[0] if libraries and Path(libraries[0]).exists() else None
+
+
 def orthanc_available() -> bool:
     return shutil.which("Orthanc") is not None
 
@@ -373,13 +383,25 @@ class Orthanc(_Process):
     """Debian's Orthanc (SQLite index) with the DICOMweb plugin, on free ports."""
 
     def __init__(
-        self, root: Path, *, ae_title: str = "ORTHANC", modalities: dict[str, tuple[str, int]] | None = None
+        self,
+        root: Path,
+        *,
+        ae_title: str = "ORTHANC",
+        modalities: dict[str, tuple[str, int]] | None = None,
+        gdcm: bool = False,
+        builtin_codecs_first: bool = False,
     ) -> None:
         self.root = root
         self.ae_title = ae_title
         self.dicom_port = free_port()
         self.http_port = free_port()
         self.modalities = modalities or {}
+        # GDCM plugin: Orthanc's decoder and transcoder for JPEG 2000 / JPEG-LS (tried before DCMTK).
+        self.gdcm = orthanc_gdcm_plugin() if gdcm else None
+        if gdcm and self.gdcm is None:
+            raise RuntimeError("the orthanc-gdcm plugin is not installed (apt-get install -y orthanc-gdcm)")
+        # True: DCMTK decodes/transcodes what it can, the plugin the rest (Orthanc's default: plugin first).
+        self.builtin_codecs_first = builtin_codecs_first
 
     @property
     def url(self) -> str:
@@ -405,12 +427,16 @@ class Orthanc(_Process):
             "DicomAlwaysAllowMove": True,
             "DicomCheckCalledAet": False,
             "StorageCompression": False,
-            "Plugins": [ORTHANC_DICOMWEB] if Path(ORTHANC_DICOMWEB).exists() else [],
+            "Plugins": ([ORTHANC_DICOMWEB] if Path(ORTHANC_DICOMWEB).exists() else [])
+            + ([self.gdcm] if self.gdcm else []),
             "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
             "HttpServerEnabled": True,
             "KeepAlive": True,
             "HttpThreadsCount": 8,
         }
+        if self.gdcm:
+            config["Gdcm"] = {"Enable": True}
+            config["BuiltinDecoderTranscoderOrder"] = "Before" if self.builtin_codecs_first else "After"
         path = self.root / "orthanc.json"
         path.write_text(json.dumps(config))
         self.proc = subprocess.Popen(

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import struct
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -105,19 +106,22 @@ def transcode_to_temp(store: InstanceStore, relative: str, stored: str, target: 
 def transcode_file(source: Path, stored: str, target: str, tmp_dir: Path) -> Path:
     """Convert the Part-10 file *source* (stored as *stored*) into a new file in *tmp_dir*.
 
-    For the ingest path: *source* is the received temp file; the result is a
-    sibling temp file to store instead.  Raises TranscodeError naming the file.
+    For a door that holds an absolute path (the DIMSE sender's ``Outgoing.path``,
+    the ingest path's received temp file); the result is a new file in
+    *tmp_dir* (pass the store's temp folder) that the caller deletes.  Raises
+    TranscodeError naming the file.
     """
     fp = open(source, "rb")  # noqa: SIM115 - the conversion owns and closes it
     conversion = Conversion(fp, stored, target, label=f"file {source.name}", tmp_dir=tmp_dir).prepare()
-    fd_path = tmp_dir / f"{source.stem}.{target}.part"
+    # A fresh name: two doors may convert the same instance to the same syntax at once.
+    out = tmp_dir / f"{uuid.uuid4().hex}.{target}.part"
     try:
-        _write(conversion, fd_path)
+        _write(conversion, out)
     except BaseException:
-        fd_path.unlink(missing_ok=True)
+        out.unlink(missing_ok=True)
         raise
-    log.debug("converted %s to %s (%d bytes)", source.name, target, os.path.getsize(fd_path))
-    return fd_path
+    log.debug("converted %s to %s (%d bytes)", source.name, target, os.path.getsize(out))
+    return out
 
 
 def convert_for_storage(received: Path, syntax: str, target: str, tmp_dir: Path) -> Path | None:
