@@ -1,6 +1,7 @@
 """Transcoding and rendering over WADO-RS: the node beside Orthanc with its GDCM plugin, same run.
 
     .venv/bin/python -m bench.transcode [--instances 30] [--rounds 5] [--frames 200] [--no-orthanc]
+                                        [--only convert|rendered|memory]
 
 Corpus (``bench.corpus``, cached under /tmp/bench-transcode): CT-like
 512x512 12-bit instances (``phantom_pixels``, which compress 2-2.5x
@@ -156,8 +157,9 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--instances", type=int, default=30)
     p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--frames", type=int, default=200)
+    p.add_argument("--frames", type=int, default=200, help="of the multi-frame instance")
     p.add_argument("--no-orthanc", action="store_true")
+    p.add_argument("--only", choices=("convert", "rendered", "memory"), help="run one part")
     a = p.parse_args(argv)
     files = corpus(a.instances, a.frames)
     every = [f for group in files.values() for f in group]
@@ -184,16 +186,20 @@ def main(argv: list[str] | None = None) -> None:
             f"(MB/s of image data; machine shared, load {os.getloadavg()[0]:.1f})"
         )
         same = {s: None for s in servers}
-        for name, source, target in (
+        conversions = (
             ("JPEG 2000 -> Explicit VR LE", J2K, EXPLICIT),
             ("JPEG-LS -> Explicit VR LE", JLS, EXPLICIT),
             ("Explicit VR LE -> JPEG-LS", EXPLICIT, JLS),
-        ):
+        )
+        for name, source, target in conversions if a.only in (None, "convert") else ():
             expect = (target + "\0" * (len(target) % 2)).encode()  # the file meta names the syntax sent
             compare(name, servers, {s: urls[source] for s in same}, dicom_accept(target), expect, a.rounds)
-        for name, source in (("/rendered, explicit CT", EXPLICIT), ("/rendered, JPEG 2000 CT", J2K)):
+        renderings = (("/rendered, explicit CT", EXPLICIT), ("/rendered, JPEG 2000 CT", J2K))
+        for name, source in renderings if a.only in (None, "rendered") else ():
             rendered = {s: [u + "/rendered" for u in urls[source]] for s in same}
             compare(name, servers, rendered, {"Accept": "image/jpeg"}, b"\xff\xd8", a.rounds)
+        if a.only not in (None, "memory"):
+            return
         print("memory per request: one multi-frame JPEG-LS instance to Explicit VR LE (VmHWM)")
         (mf,) = urls["multiframe"]
         memory("node", node.proc.pid, node.url, mf, a.frames)
