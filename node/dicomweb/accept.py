@@ -69,10 +69,6 @@ class MediaRange:
     def transfer_syntax(self) -> str:
         return self.params.get("transfer-syntax", "")
 
-    def admits(self, syntax: str) -> bool:
-        """Does this range accept data in transfer syntax *syntax* as it is?"""
-        return self.transfer_syntax in ("", "*", syntax)
-
 
 def _split(header: str, sep: str) -> list[str]:
     """Split on *sep* outside double quotes."""

@@ -17,6 +17,7 @@ target is deflated as it is written.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import struct
 import tempfile
@@ -176,7 +177,10 @@ class Conversion:
             ds = self.header_ds
             if ds is not None and "ExtendedOffsetTable" in ds and "ExtendedOffsetTableLengths" in ds:
                 ext = (bytes(ds.ExtendedOffsetTable), bytes(ds.ExtendedOffsetTableLengths))
-            yield from generate_frames(self.fp, number_of_frames=self.frame_count, extended_offsets=ext)
+            frames = generate_frames(self.fp, number_of_frames=self.frame_count, extended_offsets=ext)
+            yield from itertools.islice(
+                frames, self.frame_count
+            )  # JPEG may split into more: the header counts
             return
         size = self.in_fmt.frame_length
         for n in range(self.frame_count):
@@ -311,8 +315,16 @@ class Conversion:
         assert self._first is not None and self.out_fmt is not None
         total = len(self._first) * self.frame_count
         yield self._pixel_header(total + total % 2, self.out_fmt.pixel_vr)
+        written = 0
         for n, frame in enumerate(self._stored_frames(), 1):
-            yield self._first if n == 1 else self._convert(frame, n)
+            data = self._first if n == 1 else self._convert(frame, n)
+            assert data is not None
+            if len(data) != len(self._first):
+                raise self.fail(f"frame {n} decodes to {len(data)} bytes, frame 1 to {len(self._first)}")
+            written += 1
+            yield data
+        if written != self.frame_count:
+            raise self.fail(f"the pixel data holds {written} frames, not {self.frame_count}", corrupt=True)
         if total % 2:
             yield b"\0"
 
@@ -330,7 +342,9 @@ class Conversion:
             position += 8 + len(data) + len(pad)
             yield struct.pack("<HHI", 0xFFFE, 0xE000, len(data) + len(pad)) + data + pad
         if len(self.frame_offsets) != self.frame_count:
-            raise self.fail(f"the pixel data holds {len(self.frame_offsets)} frames, not {self.frame_count}")
+            raise self.fail(
+                f"the pixel data holds {len(self.frame_offsets)} frames, not {self.frame_count}", corrupt=True
+            )
         yield struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
 
     def _trailing(self) -> bytes:
