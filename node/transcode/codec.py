@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import struct
 import warnings
 from dataclasses import dataclass, replace
@@ -26,6 +27,11 @@ log = logging.getLogger(__name__)
 # pydicom logs every failing plugin there with a traceback before it tries the next; the node
 # reports the outcome itself, in one line naming the instance and every plugin's reason.
 logging.getLogger("pydicom.pixels.decoders.base").setLevel(logging.CRITICAL)
+# openjpeg (JPEG 2000) sizes its thread pool from OPJ_NUM_THREADS at every decode, one thread
+# when unset.  Two threads decoded a 512x512 CT frame in 60 ms instead of 96 with a core to
+# spare (load 6 on the 2-core machine), the same 130 ms as one thread when none was (load 9).
+# An operator's own value is kept.
+os.environ.setdefault("OPJ_NUM_THREADS", str(min(os.cpu_count() or 1, 4)))
 
 _ITEM = b"\xfe\xff\x00\xe0"
 
