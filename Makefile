@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # Debian packages the tests use as real peers: DCMTK (storescu, findscu, movescu, getscu,
-# storescp, dcmqrscp), zip, and Orthanc with its DICOMweb plugin as an upstream PACS.
-TEST_DEBS := dcmtk zip orthanc orthanc-dicomweb
+# storescp, dcmqrscp), zip, and Orthanc with its DICOMweb plugin as an upstream PACS (and its GDCM
+# plugin, the transcoding reference of bench/transcode.py).
+TEST_DEBS := dcmtk zip orthanc orthanc-dicomweb orthanc-gdcm
 
 .PHONY: serve test install install-test system-deps lint
 

@@ -12,10 +12,30 @@ import argparse
 import datetime as dt
 from pathlib import Path
 
+import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 SIZES = {"ct": 512, "tiny": 32}
+
+
+def phantom_pixels(side: int, seed: int = 0) -> bytes:
+    """CT-like 12-bit pixels (uint16 little endian): air, a body ellipse, organs, bone, and noise.
+
+    Codecs are timed on these rather than on the repeating pattern of
+    :func:`make_dataset`'s default: a compressor's speed and ratio depend on
+    the image, and real CT compresses about 2-3x losslessly, as these do.
+    """
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:side, 0:side].astype(np.float32) / side - 0.5
+    img = np.full((side, side), 24.0, np.float32)  # air (-1000 HU with intercept -1024)
+    body = (x / 0.42) ** 2 + (y / 0.34) ** 2 < 1
+    img[body] = 1064  # soft tissue (+40 HU)
+    for cx, cy, r, v in ((-0.15, -0.05, 0.09, 1000), (0.16, -0.04, 0.1, 1000), (0.0, 0.12, 0.05, 1084)):
+        img[(x - cx) ** 2 + (y - cy) ** 2 < r * r] = v  # lungs, a vessel
+    img[((x / 0.05) ** 2 + ((y - 0.22) / 0.04) ** 2 < 1)] = 1724  # vertebra (+700 HU)
+    img += rng.normal(0, 12 + 4 * (seed % 3), img.shape).astype(np.float32)
+    return np.clip(img, 0, 4095).astype("<u2").tobytes()
 
 
 def make_dataset(
@@ -34,6 +54,7 @@ def make_dataset(
     size: str = "tiny",
     charset: str | None = None,
     sop_class_uid: str = CTImageStorage,
+    phantom: bool = False,
 ) -> Dataset:
     """One CT-like instance with the attributes the index and queries use."""
     side = SIZES[size]
@@ -66,9 +87,16 @@ def make_dataset(
     ds.BitsStored = 12
     ds.HighBit = 11
     ds.PixelRepresentation = 0
-    # Cheap, non-constant pixel bytes (so compression has work to do).
-    row = bytes((i * 7 + instance_number) & 0xFF for i in range(side * 2))
-    ds.PixelData = row * side
+    if phantom:
+        ds.RescaleIntercept = -1024
+        ds.RescaleSlope = 1
+        ds.WindowCenter = 40
+        ds.WindowWidth = 400
+        ds.PixelData = phantom_pixels(side, instance_number)
+    else:
+        # Cheap, non-constant pixel bytes (so compression has work to do).
+        row = bytes((i * 7 + instance_number) & 0xFF for i in range(side * 2))
+        ds.PixelData = row * side
     ds.file_meta = FileMetaDataset()
     ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
@@ -81,6 +109,44 @@ def write(ds: Dataset, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
     return path
+
+
+# Transfer syntaxes encode_as() writes, and how.
+DCMTK_ENCODERS = {
+    "1.2.840.10008.1.2.4.50": ["dcmcjpeg", "+un", "+eb"],
+    "1.2.840.10008.1.2.4.51": ["dcmcjpeg", "+un", "+ee"],
+    "1.2.840.10008.1.2.4.70": ["dcmcjpeg", "+e1"],
+    "1.2.840.10008.1.2": ["dcmconv", "+ti"],
+    "1.2.840.10008.1.2.1.99": ["dcmconv", "+td"],
+    "1.2.840.10008.1.2.2": ["dcmconv", "+tb"],
+}
+
+
+def encode_as(ds: Dataset, syntax: str, path: Path) -> Path:
+    """Write *ds* (native pixel data) at *path* in transfer syntax *syntax*.
+
+    JPEG-LS, JPEG 2000 and RLE with pydicom's encoders (the codecs
+    node.transcode uses); JPEG baseline / extended / lossless SV1, deflated
+    and big endian with DCMTK (``dcmcjpeg``, ``dcmconv``), so that the
+    node's decoders read what another implementation wrote.
+    """
+    import subprocess
+    import tempfile
+
+    if syntax == ExplicitVRLittleEndian:
+        return write(ds, path)
+    if syntax in DCMTK_ENCODERS:
+        with tempfile.TemporaryDirectory() as tmp:
+            plain = write(ds, Path(tmp) / "plain.dcm")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            subprocess.run([*DCMTK_ENCODERS[syntax], str(plain), str(path)], check=True, capture_output=True)
+        return path
+    ds = ds.copy()
+    kwargs = {"jls_error": 2} if syntax == "1.2.840.10008.1.2.4.81" else {}
+    if syntax == "1.2.840.10008.1.2.4.91":
+        kwargs = {"j2k_psnr": [60]}
+    ds.compress(syntax, generate_instance_uid=False, **kwargs)
+    return write(ds, path)
 
 
 def write_corpus(

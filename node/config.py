@@ -58,6 +58,7 @@ class StorageSettings:
     path: Path = Path("storage")
     database: Path = Path("storage/index.sqlite")
     fsync: bool = True
+    transcode_to: str = ""  # empty: store as received; else a lossless transfer syntax UID
 
 
 @dataclass(frozen=True)
@@ -147,6 +148,15 @@ def _string(key: str, value: Any) -> str:
     return value
 
 
+def _transcode_target(key: str, value: Any) -> str:
+    """ "" or a lossless transfer syntax the node writes (converting at ingest must not lose data)."""
+    from .transcode.syntaxes import LOSSLESS_TARGETS
+
+    if value == "" or value in LOSSLESS_TARGETS:
+        return value
+    raise _fail(key, f'"" or a lossless transfer syntax UID ({", ".join(LOSSLESS_TARGETS)})', value)
+
+
 def _bool(key: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise _fail(key, "true or false", value)
@@ -221,7 +231,10 @@ _SECTIONS: dict[str, tuple[type, dict[str, Check]]] = {
             "max_parts": _int_range(1, 10**9),
         },
     ),
-    "storage": (StorageSettings, {"path": _string, "database": _string, "fsync": _bool}),
+    "storage": (
+        StorageSettings,
+        {"path": _string, "database": _string, "fsync": _bool, "transcode_to": _transcode_target},
+    ),
     "export": (
         ExportSettings,
         {

@@ -29,7 +29,6 @@ from .uids import valid_uid
 log = logging.getLogger(__name__)
 
 
-
 class Status(enum.Enum):
     STORED = "stored"
     REPLACED = "replaced"
@@ -379,7 +378,7 @@ _SQL_SERIES = _upsert_sql("series", "series_uid", _SERIES_COLS, parent="study_id
 _SQL_OLD_INSTANCE = 'SELECT "id", "path" FROM "instance" WHERE "sop_uid" = ?'
 _SQL_INSERT_INSTANCE = (
     f'INSERT INTO "instance" ("sop_uid", "series_id", {", ".join(map(_q, _INSTANCE_COLS))}) '
-    f"VALUES ({', '.join('?' * (len(_INSTANCE_COLS) + 2))}) RETURNING \"id\""
+    f'VALUES ({", ".join("?" * (len(_INSTANCE_COLS) + 2))}) RETURNING "id"'
 )
 _SQL_UPDATE_INSTANCE = (
     f'UPDATE "instance" SET "series_id" = ?, {", ".join(f"{_q(c)} = ?" for c in _INSTANCE_COLS)} '

@@ -253,6 +253,23 @@ def dataset_bytes(path: Path) -> bytes:
     return data[144 + meta_len :]
 
 
+def split_multipart(response: httpx.Response) -> list[tuple[dict[str, str], bytes]]:
+    """Parts of a multipart/related response as (headers, body); fails if the body is not closed."""
+    import re
+
+    boundary = re.search(r"boundary=([^;]+)", response.headers["content-type"]).group(1).strip('"')
+    chunks = response.content.split(b"--" + boundary.encode())
+    assert chunks[-1].strip() == b"--", "multipart body not closed"
+    parts = []
+    for chunk in chunks[1:-1]:
+        head, _, body = chunk[2:].partition(b"\r\n\r\n")
+        fields = (line.split(":", 1) for line in head.decode().split("\r\n"))
+        headers = {k.strip().lower(): v.strip() for k, v in fields}
+        assert body.endswith(b"\r\n")
+        parts.append((headers, body[:-2]))
+    return parts
+
+
 def nodelay_env() -> dict[str, str]:
     """Environment that makes Debian's DCMTK and Orthanc turn Nagle's algorithm off."""
     return {**os.environ, "TCP_NODELAY": "1"}
@@ -364,6 +381,16 @@ class QRSCP(_Process):
 ORTHANC_DICOMWEB = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
 
 
+def orthanc_gdcm_plugin() -> str | None:
+    """The library of Debian's orthanc-gdcm plugin (from ``dpkg -L orthanc-gdcm``), None if absent."""
+    try:
+        listed = subprocess.run(["dpkg", "-L", "orthanc-gdcm"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    libraries = [line for line in listed.stdout.splitlines() if "/plugins/" in line and line.endswith(".so")]
+    return libraries[0] if libraries and Path(libraries[0]).exists() else None
+
+
 def orthanc_available() -> bool:
     return shutil.which("Orthanc") is not None
 
@@ -372,13 +399,25 @@ class Orthanc(_Process):
     """Debian's Orthanc (SQLite index) with the DICOMweb plugin, on free ports."""
 
     def __init__(
-        self, root: Path, *, ae_title: str = "ORTHANC", modalities: dict[str, tuple[str, int]] | None = None
+        self,
+        root: Path,
+        *,
+        ae_title: str = "ORTHANC",
+        modalities: dict[str, tuple[str, int]] | None = None,
+        gdcm: bool = False,
+        builtin_codecs_first: bool = False,
     ) -> None:
         self.root = root
         self.ae_title = ae_title
         self.dicom_port = free_port()
         self.http_port = free_port()
         self.modalities = modalities or {}
+        # GDCM plugin: Orthanc's decoder and transcoder for JPEG 2000 / JPEG-LS (tried before DCMTK).
+        self.gdcm = orthanc_gdcm_plugin() if gdcm else None
+        if gdcm and self.gdcm is None:
+            raise RuntimeError("the orthanc-gdcm plugin is not installed (apt-get install -y orthanc-gdcm)")
+        # True: DCMTK decodes/transcodes what it can, the plugin the rest (Orthanc's default: plugin first).
+        self.builtin_codecs_first = builtin_codecs_first
 
     @property
     def url(self) -> str:
@@ -404,12 +443,16 @@ class Orthanc(_Process):
             "DicomAlwaysAllowMove": True,
             "DicomCheckCalledAet": False,
             "StorageCompression": False,
-            "Plugins": [ORTHANC_DICOMWEB] if Path(ORTHANC_DICOMWEB).exists() else [],
+            "Plugins": ([ORTHANC_DICOMWEB] if Path(ORTHANC_DICOMWEB).exists() else [])
+            + ([self.gdcm] if self.gdcm else []),
             "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
             "HttpServerEnabled": True,
             "KeepAlive": True,
             "HttpThreadsCount": 8,
         }
+        if self.gdcm:
+            config["Gdcm"] = {"Enable": True}
+            config["BuiltinDecoderTranscoderOrder"] = "Before" if self.builtin_codecs_first else "After"
         path = self.root / "orthanc.json"
         path.write_text(json.dumps(config))
         self.proc = subprocess.Popen(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import re
 import zipfile
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from dicomweb_client.api import DICOMwebClient
 from pydicom import dcmread
 
 from tests import dicomweb_corpus
-from tests.harness import RunningNode, dataset_bytes, node_config
+from tests.harness import RunningNode, dataset_bytes, node_config, split_multipart
 
 TOKEN = "s3cret-token"
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
@@ -50,21 +49,6 @@ def value(item: dict, tag: str):
     """The first value of *tag* in a DICOM JSON object (None when absent or empty)."""
     values = item.get(tag, {}).get("Value")
     return values[0] if values else None
-
-
-def split_multipart(response: httpx.Response) -> list[tuple[dict[str, str], bytes]]:
-    """Parts of a multipart/related response as (headers, body)."""
-    boundary = re.search(r"boundary=([^;]+)", response.headers["content-type"]).group(1).strip('"')
-    chunks = response.content.split(b"--" + boundary.encode())
-    assert chunks[-1].strip() == b"--", "multipart body not closed"
-    parts = []
-    for chunk in chunks[1:-1]:
-        head, _, body = chunk[2:].partition(b"\r\n\r\n")
-        fields = (line.split(":", 1) for line in head.decode().split("\r\n"))
-        headers = {k.strip().lower(): v.strip() for k, v in fields}
-        assert body.endswith(b"\r\n")
-        parts.append((headers, body[:-2]))
-    return parts
 
 
 # -- QIDO-RS ---------------------------------------------------------------------------
@@ -302,18 +286,22 @@ def test_unknown_uids_are_404(http, filled):
 def test_unsatisfiable_accept_is_406(http, filled):
     _, c = filled
     for accept in (
-        'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.4.90',
+        # MPEG-2: a syntax the node can neither store these in nor write.
+        'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.4.100',
         "image/png",
         'multipart/related; type="application/dicom+xml"',
     ):
         r = http.get(f"/studies/{c.study_a}", headers={"Accept": accept})
         assert r.status_code == 406, accept
         assert "served as stored" in r.json()["error"]
-    # A study holding JPEG cannot be sent as explicit little endian without transcoding.
+    # JPEG baseline cannot hold the 16-bit multi-frame of study B: asked for exactly that, 406.
     r = http.get(
         f"/studies/{c.study_b}",
-        headers={"Accept": f'multipart/related; type="application/dicom"; transfer-syntax={EXPLICIT_LE}'},
+        headers={
+            "Accept": 'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.4.50'
+        },
     )
-    assert r.status_code == 406
+    assert r.status_code == 406, r.text
+    assert "JPEG baseline holds 8-bit samples" in r.json()["error"]
     r = http.get(f"/studies/{c.study_a}/metadata", headers={"Accept": "application/dicom+xml"})
     assert r.status_code == 406

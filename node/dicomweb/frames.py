@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from pydicom.dataset import Dataset
 from pydicom.encaps import get_frame
-from pydicom.uid import UID
 
 from .pixels import DEFLATED, UNDEFINED, read_header
 
@@ -49,6 +49,8 @@ class FrameReader:
     frame_size: int  # native only
     encapsulated: bool
     extended_offsets: tuple[bytes, bytes] | None = None
+    header: Dataset | None = None  # the data set up to the pixel data (pixel module for decoding)
+    pixel_vr: str = "OW"
 
     def frame(self, number: int) -> bytes:
         """Frame *number* (from 1), as stored."""
@@ -90,13 +92,14 @@ def open_frames(fp: BinaryIO) -> FrameReader:
             ext = None
             if "ExtendedOffsetTable" in ds and "ExtendedOffsetTableLengths" in ds:
                 ext = (bytes(ds.ExtendedOffsetTable), bytes(ds.ExtendedOffsetTableLengths))
-            return FrameReader(fp, syntax, count, pixel.offset, 0, True, ext)
-        if UID(syntax) == "1.2.840.10008.1.2.2":
-            raise FrameError("frames of big endian pixel data are not served (would need byte swapping)", 406)
+            return FrameReader(fp, syntax, count, pixel.offset, 0, True, ext, ds, pixel.vr)
+        # Big endian frames are served as stored (labelled so) or decoded by node.transcode.
         bits = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1)) * int(ds.BitsAllocated)
         if bits % 8:
             raise FrameError("frames of this bit-packed pixel data do not start on byte boundaries", 406)
-        return FrameReader(fp, syntax, count, pixel.offset, bits // 8, False)
+        if ds.get("PhotometricInterpretation") == "YBR_FULL_422":
+            bits = bits // 3 * 2  # two chroma samples for every two pixels (PS3.3 C.7.6.3.1.2)
+        return FrameReader(fp, syntax, count, pixel.offset, bits // 8, False, None, ds, pixel.vr)
     except BaseException:
         fp.close()
         raise

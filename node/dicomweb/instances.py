@@ -23,6 +23,7 @@ class StoredInstance:
     path: str  # store-relative
     size: int
     number_of_frames: int | None
+    rows: int | None = None  # None: no image (a report, a document...)
 
 
 def find_instances(
@@ -41,6 +42,7 @@ def find_instances(
             Instance.path,
             Instance.size,
             Instance.number_of_frames,
+            Instance.rows,
             Series.series_uid,
             Study.study_uid,
         )
@@ -63,12 +65,27 @@ def find_instances(
             path=path,
             size=size,
             number_of_frames=frames,
+            rows=rows,
         )
-        for sop, sop_class, syntax, path, size, frames, series, study in query.tuples()
+        for sop, sop_class, syntax, path, size, frames, rows, series, study in query.tuples()
     ]
     if not found:
         raise NotFound(_missing(study_uid, series_uid, sop_uid))
     return found
+
+
+def representative(instances: list[StoredInstance]) -> StoredInstance | None:
+    """The instance a thumbnail shows: the middle image of the first series holding images.
+
+    *instances* are in find_instances' order (series number, then instance
+    number), so "first" and "middle" are what a viewer's series list shows.
+    """
+    series: dict[str, list[StoredInstance]] = {}
+    for inst in instances:
+        if inst.rows:
+            series.setdefault(inst.series_uid, []).append(inst)
+    first = next(iter(series.values()), None)
+    return first[len(first) // 2] if first else None
 
 
 def _missing(study_uid: str, series_uid: str | None, sop_uid: str | None) -> str:

@@ -47,26 +47,48 @@ class FilePart:
     open: Callable[[], BinaryIO]
 
 
-def body_length(boundary: str, parts: Iterable[FilePart]) -> int:
-    """The exact length of ``stream_files(boundary, parts)`` (sent as Content-Length)."""
+@dataclass(frozen=True)
+class GeneratedPart:
+    """One part produced while it is sent (a transcoded instance): its length is not known beforehand."""
+
+    content_type: str
+    chunks: Callable[[], Iterable[bytes]]
+
+
+def body_length(boundary: str, parts: Iterable[FilePart | GeneratedPart]) -> int | None:
+    """The exact length of ``stream_files(boundary, parts)`` (sent as Content-Length), None if unknown."""
     total = len(closing(boundary))
     for part in parts:
+        if isinstance(part, GeneratedPart):
+            return None
         total += len(part_header(boundary, part.content_type, part.size)) + part.size + 2
     return total
 
 
-def stream_files(boundary: str, parts: Iterable[FilePart]) -> Iterator[bytes]:
+def stream_files(boundary: str, parts: Iterable[FilePart | GeneratedPart]) -> Iterator[bytes]:
     """A multipart body with one part per file, each opened only when its part is reached.
 
     A study of any size needs one chunk of memory.  The body length was
     announced from the index, so a file that cannot be opened or whose size
     changed since (replaced meanwhile) aborts the response: a truncated body
-    is detectable, a silently wrong one is not.
+    is detectable, a silently wrong one is not.  A :class:`GeneratedPart` is
+    sent as it is produced, without a Content-Length of its own; an error
+    while producing it aborts the response the same way.
     """
     pieces: list[bytes] = []
     held = 0
     pending = b""  # the previous part's CRLF, sent with the next header
     for part in parts:
+        if isinstance(part, GeneratedPart):
+            pieces.append(pending + part_header(boundary, part.content_type))
+            for data in part.chunks():
+                pieces.append(data)
+                held += len(data)
+                if held >= CHUNK:
+                    yield b"".join(pieces)
+                    pieces, held = [], 0
+            pending = b"\r\n"
+            continue
         try:
             fp = part.open()
             actual = os.fstat(fp.fileno()).st_size

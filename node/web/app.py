@@ -6,7 +6,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
 from ..context import NodeContext
-from . import delete, echo, export, health, qido, send, stow, wado
+from . import delete, echo, export, health, qido, rendered, send, stow, wado
 from . import forward as forward_routes
 from . import jobs as jobs_routes
 from . import remotes as remotes_routes
@@ -18,6 +18,7 @@ def create_app(ctx: NodeContext) -> Starlette:
     """The ASGI app serving *ctx*."""
     routes = [*health.routes, *stow.routes, *qido.routes, *wado.routes, *export.routes]
     routes += delete.routes
+    routes += rendered.routes
     routes += remotes_routes.routes
     routes += echo.routes
     routes += send.routes

@@ -3,12 +3,15 @@
 Thin: each endpoint resolves the path in the index (node.dicomweb.instances),
 negotiates the Accept header (node.dicomweb.accept) and streams what the
 core modules read.  Files are read in a worker thread, chunk by chunk.
+Instances and frames the client cannot take as stored are converted by
+node.transcode while they are sent, frame by frame.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import logging
+from collections.abc import Iterable, Iterator
 from functools import partial
 
 from starlette.concurrency import run_in_threadpool
@@ -23,6 +26,7 @@ from ..dicomweb.instances import NotFound, StoredInstance, find_instances
 from ..dicomweb.metadata import BadTagPath, bulk_value, instance_metadata
 from ..dicomweb.multipart_writer import (
     FilePart,
+    GeneratedPart,
     body_length,
     content_type,
     new_boundary,
@@ -31,7 +35,10 @@ from ..dicomweb.multipart_writer import (
 )
 from ..dicomweb.pixels import PIXEL_TAGS
 from ..store import InstanceStore
+from ..transcode import Action, Conversion, FrameConverter, TranscodeError, open_conversion
 from .access_log import note
+
+log = logging.getLogger(__name__)
 
 
 def error(status: int, message: str) -> JSONResponse:
@@ -64,11 +71,31 @@ async def _lookup(request: Request) -> list[StoredInstance]:
     return await run_in_threadpool(find_instances, p["study"], p.get("series"), p.get("instance"))
 
 
+def conversion_error(exc: TranscodeError) -> JSONResponse:
+    """500 for stored data that cannot be decoded, 406 for a syntax the node cannot write it in."""
+    return error(500 if exc.corrupt else 406, str(exc))
+
+
+def _converted(
+    store: InstanceStore, inst: StoredInstance, target: str, ready: Conversion | None
+) -> Iterable[bytes]:
+    """The instance's Part-10 bytes in *target* (*ready*: its conversion, prepared already)."""
+    conversion = ready or open_conversion(store, inst.path, inst.transfer_syntax, target)
+    try:
+        yield from conversion.chunks()
+    except TranscodeError:
+        # Headers are sent: all that is left is to cut the body, which the client detects.
+        log.exception("WADO-RS: aborting the response at instance %s", inst.sop_uid)
+        raise
+
+
 async def retrieve(request: Request) -> Response:
     """Study, series or instance as multipart/related application/dicom, or as a ZIP."""
     try:
         instances = await _lookup(request)
-        form = accept.choose_instances(request.headers.get("accept"), {i.transfer_syntax for i in instances})
+        choice = accept.choose_instances(
+            request.headers.get("accept"), {i.transfer_syntax for i in instances}
+        )
     except NotFound as exc:
         note(request, str(exc))
         return error(404, str(exc))
@@ -76,8 +103,8 @@ async def retrieve(request: Request) -> Response:
         note(request, str(exc))
         return error(406, str(exc))
     store: InstanceStore = request.app.state.ctx.store
-    note(request, f"{len(instances)} instance(s) as {form}")
-    if form == "zip":
+    if choice.form == "zip":
+        note(request, f"{len(instances)} instance(s) as zip")
         level = request.app.state.ctx.settings.export.compression
         entries = (
             (f"{i.study_uid}/{i.series_uid}/{i.sop_uid}.dcm", store.absolute(i.path), i.size)
@@ -89,16 +116,49 @@ async def retrieve(request: Request) -> Response:
             media_type=accept.ZIP,
             headers={"Content-Disposition": f'attachment; filename="{name}.zip"'},
         )
+    plans = [(i, choice.plan(i.transfer_syntax)) for i in instances]
+    converted = [(i, p.syntax) for i, p in plans if p.action is Action.TRANSCODE]
+    ready: Conversion | None = None
+    if converted:
+        # The first conversion is prepared before answering, so that an instance the node cannot
+        # convert gets a status and a message rather than a cut body.
+        inst, target = converted[0]
+        try:
+            ready = await run_in_threadpool(open_conversion, store, inst.path, inst.transfer_syntax, target)
+        except TranscodeError as exc:
+            note(request, str(exc))
+            return conversion_error(exc)
+    targets = sorted({t for _, t in converted})
+    note(
+        request,
+        f"{len(instances)} instance(s) as multipart"
+        + (f", {len(converted)} transcoded to {', '.join(targets)}" if converted else ""),
+    )
     boundary = new_boundary()
-    parts = [
-        FilePart(f"{accept.DICOM}; transfer-syntax={i.transfer_syntax}", i.size, partial(store.open, i.path))
-        for i in instances
-    ]
+    parts: list[FilePart | GeneratedPart] = []
+    for i, p in plans:
+        if p.action is Action.AS_STORED:
+            parts.append(
+                FilePart(
+                    f"{accept.DICOM}; transfer-syntax={i.transfer_syntax}",
+                    i.size,
+                    partial(store.open, i.path),
+                )
+            )
+        else:
+            first = ready if converted and i is converted[0][0] else None
+            parts.append(
+                GeneratedPart(
+                    f"{accept.DICOM}; transfer-syntax={p.syntax}",
+                    partial(_converted, store, i, p.syntax, first),
+                )
+            )
     # A known length spares the chunked framing (one copy less per chunk) and lets clients show progress.
+    length = body_length(boundary, parts)
     return StreamingResponse(
         stream_files(boundary, parts),
         media_type=content_type(accept.DICOM, boundary),
-        headers={"Content-Length": str(body_length(boundary, parts))},
+        headers={"Content-Length": str(length)} if length is not None else {},
     )
 
 
@@ -127,12 +187,14 @@ async def metadata(request: Request) -> Response:
     return StreamingResponse(body, media_type=accept.DICOM_JSON)
 
 
-async def _frames_response(request: Request, numbers: list[int] | None, part_type: str | None) -> Response:
+async def _frames_response(
+    request: Request, numbers: list[int] | None, choice: accept.FrameChoice | None
+) -> Response:
     """Frames *numbers* (None: all) of the instance in the path, as multipart/related."""
     try:
         (inst,) = await _lookup(request)
-        if part_type is None:
-            part_type = accept.choose_frames(request.headers.get("accept"), inst.transfer_syntax)
+        if choice is None:
+            choice = accept.choose_frames(request.headers.get("accept"), inst.transfer_syntax)
         store: InstanceStore = request.app.state.ctx.store
         reader = await run_in_threadpool(lambda: open_frames(store.open(inst.path)))
         if numbers is None:
@@ -145,13 +207,31 @@ async def _frames_response(request: Request, numbers: list[int] | None, part_typ
     except NotFound as exc:
         return error(404, str(exc))
     except accept.NotAcceptable as exc:
+        note(request, str(exc))
         return error(406, str(exc))
     except FrameError as exc:
         return error(exc.status, str(exc))
-    note(request, f"{len(numbers)} frame(s)")
+    frames: Iterable[bytes] = reader.frames(numbers)
+    if choice.transcode:
+        try:
+            converter = FrameConverter(
+                reader.header,
+                reader.pixel_vr,
+                inst.transfer_syntax,
+                choice.syntax,
+                label=f"instance {inst.sop_uid}",
+            )
+            frames = await run_in_threadpool(converter.stream, numbers, reader.frames(numbers))
+        except TranscodeError as exc:
+            reader.fp.close()
+            note(request, str(exc))
+            return conversion_error(exc)
+    note(
+        request, f"{len(numbers)} frame(s)" + (f", transcoded to {choice.syntax}" if choice.transcode else "")
+    )
     boundary = new_boundary()
-    body = stream_parts(boundary, ((part_type, frame) for frame in reader.frames(numbers)))
-    return StreamingResponse(body, media_type=content_type(part_type.split(";")[0], boundary))
+    body = stream_parts(boundary, ((choice.content_type, frame) for frame in frames))
+    return StreamingResponse(body, media_type=content_type(choice.media_type, boundary))
 
 
 async def frames(request: Request) -> Response:
@@ -167,12 +247,12 @@ async def bulkdata(request: Request) -> Response:
     """Resolve a BulkDataURI from the metadata: a bulk element's value, or all frames of the pixel data."""
     path = request.path_params["path"]
     if path.strip("/").upper() in {f"{t:08X}" for t in PIXEL_TAGS}:
-        octets = f"{accept.OCTET_STREAM}"
         try:
             (inst,) = await _lookup(request)
         except NotFound as exc:
             return error(404, str(exc))
-        return await _frames_response(request, None, f"{octets}; transfer-syntax={inst.transfer_syntax}")
+        as_stored = accept.FrameChoice(accept.OCTET_STREAM, inst.transfer_syntax)
+        return await _frames_response(request, None, as_stored)
     try:
         (inst,) = await _lookup(request)
         store: InstanceStore = request.app.state.ctx.store
