@@ -1,4 +1,4 @@
-"""The command line: ``dicom-node serve | migrate | import | check | forward``."""
+"""The command line: ``dicom-node serve | migrate | import | check | forward | viewer``."""
 
 from __future__ import annotations
 
@@ -62,6 +62,26 @@ def _cmd_forward(settings: Settings, args: argparse.Namespace) -> int:
     return run_forward(open_context(settings), retry=args.retry)
 
 
+def _cmd_viewer(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .viewer import ViewerError, install, installed
+
+    target = settings.http.viewer_path
+    if args.action == "status":
+        found = installed(target)
+        print(f"{found['package']} {found['version']} in {target}" if found else f"no viewer in {target}")
+        return 0 if found else 1
+    try:
+        tarball = Path(args.tarball) if args.tarball else None
+        marker = install(target, version=args.ohif_version, tarball=tarball)
+    except ViewerError as exc:
+        print(f"dicom-node: viewer not installed: {exc}", file=sys.stderr)
+        return 1
+    print(f"installed {marker['package']} {marker['version']} into {target}; served at /viewer/")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dicom-node", description=__doc__)
     parser.add_argument("--version", action="version", version=f"dicom-node {__version__}")
@@ -83,6 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repair", action="store_true", help="re-index stray files, drop dangling rows")
     p = command("forward", _cmd_forward, "show store-and-forward queues; --retry re-queues failed rows")
     p.add_argument("--retry", metavar="REMOTE", help="re-queue the failed instances of this remote")
+    from .viewer import DEFAULT_VERSION
+
+    p = command("viewer", _cmd_viewer, "install the OHIF viewer served at /viewer/ (from the npm registry)")
+    p.add_argument("action", choices=["install", "status"])
+    p.add_argument(
+        "--ohif-version", default=DEFAULT_VERSION, help=f"@ohif/app version (default {DEFAULT_VERSION})"
+    )
+    p.add_argument("--tarball", help="install from this @ohif/app tarball (npm pack) instead of the registry")
     return parser
 
 
