@@ -3,10 +3,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # Debian packages the tests use as real peers: DCMTK (storescu, findscu, movescu, getscu,
-# storescp, dcmqrscp), zip, and Orthanc with its DICOMweb plugin as an upstream PACS.
-TEST_DEBS := dcmtk zip orthanc orthanc-dicomweb
+# storescp, dcmqrscp), zip, Orthanc with its DICOMweb plugin as an upstream PACS, and
+# Chromium with its driver for the web console's browser tests.
+TEST_DEBS := dcmtk zip orthanc orthanc-dicomweb chromium chromium-driver
 
-.PHONY: serve test install install-test system-deps lint
+.PHONY: serve test install install-test system-deps lint viewer
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +33,10 @@ serve: install
 test: install-test
 	$(BIN)/ruff check node tests bench migrations
 	$(BIN)/python -m pytest -q
+
+# The OHIF viewer served at /viewer/: the prebuilt @ohif/app from the npm registry (needs npm).
+viewer: install
+	$(BIN)/dicom-node viewer install --config config.toml
 
 lint: install-test
 	$(BIN)/ruff check node tests bench migrations

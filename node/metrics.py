@@ -36,16 +36,15 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
     disable_created_metrics,
-    generate_latest,
 )
 from prometheus_client import multiprocess as _multiprocess
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
@@ -59,7 +58,6 @@ if TYPE_CHECKING:
 # The *_created series double every counter's output for a timestamp that process_start_time gives.
 disable_created_metrics()
 
-CONTENT_TYPE = CONTENT_TYPE_LATEST
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 # The ingest doors as the metrics name them.
@@ -308,12 +306,14 @@ def multiproc_dir() -> str | None:
     return os.environ.get(MULTIPROC_ENV) or None
 
 
-def exposition(ctx: NodeContext, *, shared_dir: str | None = None) -> bytes:
-    """The Prometheus text of every metric, for ``GET /metrics`` (runs SQL: call it off the event loop).
+def exposition(ctx: NodeContext, *, accept: str = "", shared_dir: str | None = None) -> tuple[bytes, str]:
+    """Every metric and its content type, for ``GET /metrics`` (runs SQL: call it off the event loop).
 
-    With *shared_dir* (default: ``$PROMETHEUS_MULTIPROC_DIR``) the event
-    metrics are the sum over every process writing there; otherwise they
-    are this process's, with its CPU, memory and GC figures beside them.
+    The format follows *accept* as prometheus-client's own handler does: the
+    classic text format (0.0.4) unless the scraper asks for OpenMetrics or
+    text 1.0.0.  With *shared_dir* (default: ``$PROMETHEUS_MULTIPROC_DIR``)
+    the event metrics are the sum over every process writing there;
+    otherwise they are this process's, with its CPU, memory and GC figures.
     """
     shared_dir = shared_dir or multiproc_dir()
     registry = CollectorRegistry(auto_describe=False)
@@ -326,4 +326,5 @@ def exposition(ctx: NodeContext, *, shared_dir: str | None = None) -> bytes:
         PlatformCollector(registry=registry)
         GCCollector(registry=registry)
     registry.register(StateCollector(ctx))
-    return generate_latest(registry)
+    encode, content_type = choose_encoder(accept)
+    return encode(registry), content_type

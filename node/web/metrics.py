@@ -47,8 +47,11 @@ def observe_request(scope: Scope, seconds: float) -> None:
 
 
 async def scrape(request: Request) -> Response:
-    body = await run_in_threadpool(metrics.exposition, request.app.state.ctx)
-    return Response(body, media_type=metrics.CONTENT_TYPE)
+    ctx = request.app.state.ctx
+    body, content_type = await run_in_threadpool(
+        lambda: metrics.exposition(ctx, accept=request.headers.get("accept", ""))
+    )
+    return Response(body, headers={"Content-Type": content_type})
 
 
 routes = [Route("/metrics", scrape, methods=["GET"])]
