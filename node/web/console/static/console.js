@@ -171,7 +171,7 @@ const Console = (() => {
     },
 
     async echo(button) {
-      const card = button.closest("[data-remote]");
+      const card = button.closest(".card[data-remote]");
       const out = card.querySelector("[data-result]");
       out.className = "result note";
       out.textContent = "C-ECHO…";
@@ -330,7 +330,7 @@ const Console = (() => {
     sub.textContent = progressText(job);
     td.appendChild(sub);
     cell(job.message || "—", job.state === "failed" ? "outcome bad" : "");
-    cell(job.updated_at || job.created_at || "", "nowrap faint");
+    cell(job.updated_at || job.created_at || "—", "nowrap faint");
     return tr;
   }
 
