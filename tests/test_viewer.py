@@ -25,6 +25,8 @@ from bench.corpus import make_dataset, write
 from node import viewer
 from tests.harness import REPO, RunningNode, chromium, chromium_available, node_config, storescu
 
+TOKEN = "viewer-token"
+
 
 def fake_tarball(path: Path, *, index: str, bundle: str = '__webpack_require__.p = "/";') -> Path:
     """A minimal npm tarball shaped like @ohif/app's."""
@@ -120,7 +122,8 @@ def ohif_tarball(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def with_viewer(tmp_path_factory, ohif_tarball):
     root = tmp_path_factory.mktemp("viewer")
-    node = RunningNode(root / "node", node_config(root / "node")).start()
+    # With a token, as in production: the viewer reads DICOMweb with the console's session cookie.
+    node = RunningNode(root / "node", node_config(root / "node", http={"token": TOKEN})).start()
     study, series = generate_uid(), generate_uid()
     for i in range(3):
         ds = make_dataset(study_uid=study, series_uid=series, instance_number=i + 1, size="ct")
@@ -134,15 +137,20 @@ def with_viewer(tmp_path_factory, ohif_tarball):
 
 def test_the_installed_viewer_is_served_same_origin(with_viewer):
     node, study = with_viewer
-    index = httpx.get(node.url + "/viewer/")
+    assert httpx.get(node.url + "/viewer/").status_code == 303  # to the login page
+    assert httpx.get(node.url + f"/viewer/viewer?StudyInstanceUIDs={study}").status_code == 303
+    assert httpx.get(node.url + "/viewer/manifest.json").status_code == 200  # fetched without cookies
+    assert httpx.get(node.url + f"/dicom-web/studies/{study}/metadata").status_code == 401
+    auth = node.auth_headers()
+    index = httpx.get(node.url + "/viewer/", headers=auth)
     assert index.status_code == 200 and 'window.PUBLIC_URL="/viewer/"' in index.text
     assert index.headers["cross-origin-opener-policy"] == "same-origin"
     assert index.headers["cross-origin-embedder-policy"] == "require-corp"
-    route = httpx.get(node.url + f"/viewer/viewer?StudyInstanceUIDs={study}")  # the app's own route
+    route = httpx.get(node.url + f"/viewer/viewer?StudyInstanceUIDs={study}", headers=auth)  # the app's route
     assert route.status_code == 200 and route.text == index.text
-    assert httpx.get(node.url + "/viewer/no-such-chunk.js").status_code == 404
-    assert httpx.get(node.url + "/viewer/../config.toml").status_code == 404
-    config = httpx.get(node.url + "/viewer/app-config.js")
+    assert httpx.get(node.url + "/viewer/no-such-chunk.js", headers=auth).status_code == 404
+    assert httpx.get(node.url + "/viewer/%2e%2e/config.toml", headers=auth).status_code == 404
+    config = httpx.get(node.url + "/viewer/app-config.js", headers=auth)
     assert "routerBasename: '/viewer'" in config.text and "/dicom-web" in config.text
     assert node.cli("viewer", "status").returncode == 0
 
@@ -153,6 +161,8 @@ def test_ohif_opens_a_stored_study_and_draws_it(with_viewer, tmp_path):
     driver = chromium(tmp_path / "profile", width=1280, height=800)
     try:
         driver.get(node.url + f"/viewer/viewer?StudyInstanceUIDs={study}")
+        driver.find_element("css selector", "input[name=token]").send_keys(TOKEN)
+        driver.find_element("css selector", "button[type=submit]").click()  # back to the viewer after it
         deadline = time.monotonic() + 90
         spread = 0.0
         while time.monotonic() < deadline:

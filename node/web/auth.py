@@ -10,8 +10,12 @@
   pages) and, when the browser sends ``Origin``, come from this host.  A
   page elsewhere can neither read the token nor send that header without a
   CORS preflight this node does not grant for cookies.
-- Open without either: ``GET /health``, the login page and the console's
-  static files, and every ``OPTIONS`` (preflights carry no credentials).
+- Open without either: ``GET /health``, the login page, the console's
+  static files, the viewer's files (``/viewer/*.js``, ``.css``, ``.wasm``,
+  ``manifest.json``...: published code, no patient data, and some of them
+  browsers fetch without cookies), and every ``OPTIONS`` (preflights carry
+  no credentials).  The viewer's pages (``/viewer/``, its routes) and
+  everything it reads from ``/dicom-web`` need the session.
 - A browser asking for a console or viewer page without a session is sent
   to the login page; everything else gets 401 JSON.
 """
@@ -33,6 +37,7 @@ OPEN_PREFIXES = ("/console/static/",)
 # Pages a browser navigates to: without a session they redirect to the login form.
 PAGE_PREFIXES = ("/console/", "/viewer")
 LOGIN_PATH = "/console/login"
+VIEWER_FILES = "/viewer/"
 
 COOKIE = "dicom_node_session"
 CSRF_HEADER = "x-csrf-token"
@@ -103,6 +108,12 @@ def safe_next(target: str | None) -> str:
     return target
 
 
+def _is_open(path: str) -> bool:
+    if path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
+        return True
+    return path.startswith(VIEWER_FILES) and "." in path.rsplit("/", 1)[-1]
+
+
 def _is_page(path: str) -> bool:
     return path == "/" or path.startswith(PAGE_PREFIXES)
 
@@ -124,7 +135,7 @@ class TokenAuth:
             await self.app(scope, receive, send)
             return
         path, method = scope["path"], scope["method"]
-        if method == "OPTIONS" or path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
+        if method == "OPTIONS" or _is_open(path):
             await self.app(scope, receive, send)
             return
         headers = {k: v for k, v in scope["headers"]}
