@@ -20,6 +20,7 @@ from starlette.routing import Mount
 from starlette.types import Receive, Scope, Send
 
 from .. import viewer
+from .console.pages import render
 from .routing import unserved_method
 
 ISOLATION = {"Cross-Origin-Opener-Policy": "same-origin", "Cross-Origin-Embedder-Policy": "require-corp"}
@@ -46,8 +47,6 @@ class ViewerFiles:
 
     async def _file(self, request: Request, relative: str) -> Response:
         if viewer.installed(self.folder) is None:
-            from .console.pages import render
-
             return render(request, "viewer_missing.html", status=404, nav="viewer", path=self.folder)
         path = self._resolve(relative)
         if path is None:

@@ -34,6 +34,7 @@ from ...index import query as engine
 from ...remotes.forward_admin import remote_report
 from .. import auth
 from ..access_log import note
+from ..wado import retrieve
 
 log = logging.getLogger("node.console")
 
@@ -293,8 +294,6 @@ async def study(request: Request) -> Response:
 
 async def study_zip(request: Request) -> Response:
     """The study as a ZIP (WADO-RS with ``Accept: application/zip``), so that a plain link downloads it."""
-    from ..wado import retrieve
-
     scope = dict(request.scope)
     scope["headers"] = [(k, v) for k, v in request.scope["headers"] if k != b"accept"]
     scope["headers"].append((b"accept", b"application/zip"))
