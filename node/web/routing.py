@@ -46,7 +46,9 @@ class PathRoute(Route):
             for method in route.methods or ():
                 self.by_method.setdefault(method, route)
         first = self.routes[0]
-        super().__init__(path, first.endpoint, methods=[*self.by_method, "OPTIONS"], name=first.name)
+        # OPTIONS is not among the methods: it matches partially and lands in handle() all the same
+        # (no other route serves it), and ``methods`` stays the list of what the path really serves.
+        super().__init__(path, first.endpoint, methods=list(self.by_method), name=first.name)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = scope["method"]

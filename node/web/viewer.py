@@ -16,12 +16,11 @@ from pathlib import Path, PurePosixPath
 
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
-from starlette.routing import Mount
+from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from .. import viewer
 from .console.pages import render
-from .routing import unserved_method
 
 ISOLATION = {"Cross-Origin-Opener-Policy": "same-origin", "Cross-Origin-Embedder-Policy": "require-corp"}
 # Files whose name does not change between releases: always revalidate; the rest are content-hashed.
@@ -35,14 +34,8 @@ class ViewerFiles:
         self.folder = folder
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        method = scope["method"]
-        if method not in ("GET", "HEAD"):
-            await unserved_method(method, scope["path"], ("GET", "HEAD"))(scope, receive, send)
-            return
-        # Under the Mount, root_path ends with /viewer and path is the whole path.
-        path, root = scope["path"], scope.get("root_path", "")
-        relative = path[len(root) :] if path.startswith(root) else path
-        response = await self._file(Request(scope, receive), relative)
+        request = Request(scope, receive)
+        response = await self._file(request, request.path_params.get("path", ""))
         await response(scope, receive, send)
 
     async def _file(self, request: Request, relative: str) -> Response:
@@ -71,5 +64,6 @@ class ViewerFiles:
         return candidate if candidate.is_file() else None
 
 
-def routes(folder: Path) -> list:
-    return [Mount("/viewer", app=ViewerFiles(folder))]
+def routes(folder: Path) -> list[Route]:
+    # A Route, not a Mount: it folds with the others (OPTIONS, 405 with Allow) and lists its methods.
+    return [Route("/viewer/{path:path}", ViewerFiles(folder), methods=["GET", "HEAD"], name="viewer")]

@@ -8,9 +8,10 @@ JavaScript for the buttons (which call the node's own HTTP API).
 from __future__ import annotations
 
 import jinja2
-from starlette.routing import Mount, Route
+from starlette.routing import Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
+from starlette.types import Receive, Scope, Send
 
 from .format import FILTERS
 from .pages import (
@@ -42,6 +43,17 @@ def templates() -> Jinja2Templates:
     return Jinja2Templates(env=env)
 
 
+class _Static:
+    """The package's static/ folder behind a plain Route (StaticFiles reads the path below its mount)."""
+
+    def __init__(self) -> None:
+        self.files = StaticFiles(packages=[("node.web.console", "static")])
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        inner = dict(scope, path="/" + scope["path_params"]["path"], root_path="")
+        await self.files(inner, receive, send)
+
+
 routes = [
     Route("/", studies, methods=["GET"], name="studies"),
     Route("/console/studies/{study}", study, methods=["GET"], name="study"),
@@ -52,5 +64,5 @@ routes = [
     Route("/console/status", status, methods=["GET"], name="status"),
     Route("/console/login", login, methods=["GET", "POST"], name="login"),
     Route("/console/logout", logout, methods=["GET"], name="logout"),
-    Mount("/console/static", StaticFiles(packages=[("node.web.console", "static")]), name="static"),
+    Route("/console/static/{path:path}", _Static(), methods=["GET", "HEAD"], name="static"),
 ]
