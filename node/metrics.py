@@ -251,7 +251,7 @@ class StateCollector:
         from .index import figures  # the index imports ingest, which imports this module
 
         settings = self.ctx.settings
-        totals = figures.store_totals()
+        totals = figures.recent_store_totals()
         yield GaugeMetricFamily("dicom_node_stored_instances", "Instances the index holds.", totals.instances)
         yield GaugeMetricFamily(
             "dicom_node_storage_bytes", "Bytes of the stored instance files.", totals.bytes

@@ -252,3 +252,24 @@ def test_calling_ae_labels_are_bounded(monkeypatch):
         metrics.instance_received(NS(ok=True, size=1, failure_code=0), NS(door="dimse", calling_aet=f"AE{n}"))
     labels = {k[1] for k in metrics.RECEIVED._metrics}
     assert {"AE0", "AE1", "other"} <= labels and "AE4" not in labels
+
+
+def test_store_totals_are_reused_for_twenty_times_their_cost(monkeypatch, tmp_path):
+    """At a million instances the aggregate takes about a second: scrapes must not run it back to back."""
+    from node.index import figures
+    from node.index.db import open_database
+
+    open_database(tmp_path / "index.sqlite", durable=False)
+    calls = []
+
+    def slow() -> figures.StoreTotals:
+        calls.append(time.monotonic())
+        time.sleep(0.02)
+        return figures.StoreTotals(len(calls), 0)
+
+    monkeypatch.setattr(figures, "store_totals", slow)
+    monkeypatch.setattr(figures, "_totals", None)
+    assert figures.recent_store_totals().instances == 1
+    assert figures.recent_store_totals().instances == 1  # reused: younger than 20 x 20 ms
+    time.sleep(0.45)
+    assert figures.recent_store_totals().instances == 2

@@ -329,7 +329,7 @@ async def jobs(request: Request) -> Response:
 
 
 def _status(ctx: NodeContext) -> dict[str, Any]:
-    totals = figures.store_totals()
+    totals = figures.recent_store_totals()
     try:
         disk = shutil.disk_usage(ctx.settings.storage.path)
     except OSError:
