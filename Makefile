@@ -3,11 +3,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # Debian packages the tests use as real peers: DCMTK (storescu, findscu, movescu, getscu,
-# storescp, dcmqrscp), zip, and Orthanc with its DICOMweb plugin as an upstream PACS (and its GDCM
-# plugin, the transcoding reference of bench/transcode.py).
-TEST_DEBS := dcmtk zip orthanc orthanc-dicomweb orthanc-gdcm
+# storescp, dcmqrscp), zip, Orthanc with its DICOMweb plugin as an upstream PACS (and its GDCM
+# plugin, the transcoding reference of bench/transcode.py), and Chromium with its driver for the
+# web console's browser tests.
+TEST_DEBS := dcmtk zip orthanc orthanc-dicomweb orthanc-gdcm chromium chromium-driver
 
-.PHONY: serve test install install-test system-deps lint
+.PHONY: serve test install install-test system-deps lint viewer
 
 # Stamps: pip runs again only when pyproject.toml changed (or the venv is new),
 # so a second `make serve` starts the node without reinstalling.
@@ -44,6 +45,10 @@ serve: install
 test: install-test
 	$(BIN)/ruff check node tests bench migrations
 	$(BIN)/python -m pytest -q
+
+# The OHIF viewer served at /viewer/: the prebuilt @ohif/app from the npm registry (needs npm).
+viewer: install
+	$(BIN)/dicom-node viewer install --config config.toml
 
 lint: install-test
 	$(BIN)/ruff check node tests bench migrations

@@ -1,6 +1,6 @@
 """The command line: ``dicom-node`` and its subcommands.
 
-serve, migrate, import, check, forward, ls, delete, echo, init, send.
+serve, migrate, import, check, forward, ls, delete, echo, init, send, viewer.
 """
 
 from __future__ import annotations
@@ -138,6 +138,24 @@ def _cmd_send(settings: Settings, args: argparse.Namespace) -> int:
     from .remotes.send_admin import send_command
 
     return send_command(open_context(settings), args.remote, args.uids, wait=not args.no_wait)
+def _cmd_viewer(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .viewer import ViewerError, install, installed
+
+    target = settings.http.viewer_path
+    if args.action == "status":
+        found = installed(target)
+        print(f"{found['package']} {found['version']} in {target}" if found else f"no viewer in {target}")
+        return 0 if found else 1
+    try:
+        tarball = Path(args.tarball) if args.tarball else None
+        marker = install(target, version=args.ohif_version, tarball=tarball)
+    except ViewerError as exc:
+        print(f"dicom-node: viewer not installed: {exc}", file=sys.stderr)
+        return 1
+    print(f"installed {marker['package']} {marker['version']} into {target}; served at /viewer/")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -211,6 +229,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-wait", action="store_true", help="only queue the job (a running node sends it); do not wait"
     )
+    from .viewer import DEFAULT_VERSION
+
+    p = command("viewer", _cmd_viewer, "install the OHIF viewer served at /viewer/ (from the npm registry)")
+    p.add_argument("action", choices=["install", "status"])
+    p.add_argument(
+        "--ohif-version", default=DEFAULT_VERSION, help=f"@ohif/app version (default {DEFAULT_VERSION})"
+    )
+    p.add_argument("--tarball", help="install from this @ohif/app tarball (npm pack) instead of the registry")
     return parser
 
 

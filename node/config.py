@@ -51,6 +51,10 @@ class HttpSettings:
     token: str = ""
     max_body_bytes: int = 8 * 1024**3
     max_parts: int = 10_000
+    # Origins whose pages may call the node (CORS); "*" for any; empty: no CORS headers.
+    cors_origins: tuple[str, ...] = ()
+    # Where `dicom-node viewer install` puts the OHIF viewer served at /viewer/.
+    viewer_path: Path = Path("viewer")
 
 
 @dataclass(frozen=True)
@@ -196,6 +200,21 @@ def _prefix_list(key: str, value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
+_ORIGIN_RE = re.compile(r"^https?://[^/\s?#]+$")
+
+
+def _origin_list(key: str, value: Any) -> tuple[str, ...]:
+    """CORS origins: "*" alone, or scheme://host[:port] values (what a browser sends as Origin)."""
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _fail(key, 'a list of origins such as "https://viewer.example.org", or ["*"]', value)
+    for i, origin in enumerate(value):
+        if origin != "*" and not _ORIGIN_RE.match(origin):
+            raise _fail(f"{key}[{i}]", 'an origin "scheme://host[:port]" (no path) or "*"', origin)
+    if "*" in value and len(value) > 1:
+        raise _fail(key, '"*" alone (it already allows every origin)', value)
+    return tuple(value)
+
+
 def _choice(*choices: str) -> Check:
     def check(key: str, value: Any) -> str:
         if value not in choices:
@@ -229,6 +248,8 @@ _SECTIONS: dict[str, tuple[type, dict[str, Check]]] = {
             "token": _string,
             "max_body_bytes": _int_range(1, 2**62),
             "max_parts": _int_range(1, 10**9),
+            "cors_origins": _origin_list,
+            "viewer_path": _string,
         },
     ),
     "storage": (
@@ -265,7 +286,7 @@ _REMOTE_KEYS: dict[str, Check] = {
     "forward": _bool,
 }
 _REMOTE_REQUIRED = ("name", "ae_title", "host", "port")
-_PATH_KEYS = {("storage", "path"), ("storage", "database"), ("export", "path")}
+_PATH_KEYS = {("storage", "path"), ("storage", "database"), ("export", "path"), ("http", "viewer_path")}
 
 
 def known_keys() -> dict[str, tuple[str, ...]]:

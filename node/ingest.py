@@ -20,6 +20,7 @@ from pydicom.charset import python_encoding
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
+from . import metrics
 from .index.db import execute, write_transaction
 from .index.models import Instance, utcnow
 from .statuses import CANNOT_UNDERSTAND, DATASET_DOES_NOT_MATCH, OUT_OF_RESOURCES, PROCESSING_FAILURE
@@ -265,6 +266,7 @@ def extract(ds: Dataset) -> Header:
     return header
 
 
+@metrics.counts_ingest  # until ingest calls listeners after the commit: then one of them
 def ingest_file(store: InstanceStore, path: Path, source: Source, *, take: bool) -> Outcome:
     """Store and index the Part-10 file at *path*.
 

@@ -116,6 +116,36 @@ def status_text(status: int) -> str:
     return f"0x{status:04X} ({meaning(status)})"
 
 
+_LABELS = {
+    PROCESSING_FAILURE: "processing_failure",
+    SOP_CLASS_NOT_SUPPORTED: "sop_class_not_supported",
+    NOT_AUTHORIZED: "not_authorized",
+    STUDY_UID_MISMATCH: "study_uid_mismatch",
+    METADATA_NOT_PARSEABLE: "metadata_not_parseable",
+    MISSING_BULKDATA: "missing_bulkdata",
+    TRANSFER_SYNTAX_NOT_SUPPORTED: "transfer_syntax_not_supported",
+}
+
+
+def label(status: int) -> str:
+    """A short, stable name for a failure status (a metrics label): by exact code, then by class.
+
+    The set of names is small and fixed, whatever code a peer invents, so a
+    label built from it cannot grow without bound.
+    """
+    if status in _LABELS:
+        return _LABELS[status]
+    if is_out_of_resources(status):
+        return "out_of_resources"
+    if status & 0xFF00 == 0xA900:
+        return "dataset_does_not_match"
+    if status & 0xF000 == 0xC000:
+        return "cannot_understand"
+    if 0xA000 <= status <= 0xAFFF:
+        return "refused"
+    return "other"
+
+
 # -- DIMSE command fields (PS3.7 E.1) ------------------------------------------
 
 C_STORE_RQ = 0x0001

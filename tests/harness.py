@@ -502,3 +502,74 @@ def percentile(values: list[float], p: float) -> float:
         return float("nan")
     k = min(len(s) - 1, max(0, round(p / 100 * (len(s) - 1))))
     return s[k]
+
+
+# -- a real browser: Debian's chromium through its chromedriver (no browser download) -------------
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+)
+
+
+def chromium_available() -> str | None:
+    """Why a browser test cannot run here, or None when chromium and chromedriver are installed."""
+    for path in (CHROMIUM, CHROMEDRIVER):
+        if not Path(path).exists():
+            return f"{path} is not installed (Debian: apt-get install chromium chromium-driver)"
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium is not installed (pip install -e '.[test]')"
+    return None
+
+
+def chromium(profile: Path, *, width: int = 1440, height: int = 960, downloads: Path | None = None):
+    """A headless Chromium session (selenium WebDriver) with a fresh profile in *profile*.
+
+    The browser's console log is kept (``driver.get_log("browser")``); files
+    the pages download go to *downloads*.  Quit it with ``driver.quit()``.
+    """
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={profile}")
+    options.add_argument(f"--window-size={width},{height}")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    if downloads is not None:
+        downloads.mkdir(parents=True, exist_ok=True)
+        options.add_experimental_option(
+            "prefs",
+            {
+                "download.default_directory": str(downloads),
+                "download.prompt_for_download": False,
+                "safebrowsing.enabled": False,
+            },
+        )
+    service = Service(executable_path=CHROMEDRIVER, log_output=subprocess.DEVNULL)
+    driver = webdriver.Chrome(service=service, options=options)
+    if downloads is not None:
+        behavior = {"behavior": "allow", "downloadPath": str(downloads)}
+        driver.execute_cdp_cmd("Browser.setDownloadBehavior", behavior)
+    return driver
+
+
+def browser_errors(driver, *, allow: tuple[str, ...] = ()) -> list[str]:
+    """The SEVERE entries of the browser's console log since the last call, minus those matching *allow*."""
+    entries = driver.get_log("browser")
+    return [
+        e["message"] for e in entries if e["level"] == "SEVERE" and not any(a in e["message"] for a in allow)
+    ]

@@ -8,6 +8,7 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, _config, evt
 from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification
 
+from .. import metrics
 from ..context import NodeContext
 from ..uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from . import associations, fast_store, qr, storage, tuning
@@ -62,6 +63,8 @@ def handlers(ctx: NodeContext) -> list:
     """Event handlers bound when the AE starts listening."""
     return [
         *associations.handlers(),
+        (evt.EVT_ESTABLISHED, metrics.association_opened),
+        (evt.EVT_CONN_CLOSE, metrics.association_closed),
         (evt.EVT_C_ECHO, _echo),
         (evt.EVT_C_STORE, storage.handle_store, [ctx]),
         (evt.EVT_CONN_OPEN, storage.handle_conn_open, [ctx]),

@@ -8,6 +8,7 @@ from contextlib import closing
 
 from pydicom.dataset import Dataset
 
+from .. import metrics
 from ..context import NodeContext
 from ..index.query import QueryError, run
 from . import responses
@@ -32,6 +33,7 @@ def failure(status: int, reason: str) -> Dataset:
     return ds
 
 
+@metrics.timed("c_find")
 def handle_find(event, ctx: NodeContext) -> Iterator[tuple[object, Dataset | None]]:
     """EVT_C_FIND: yield (pending, identifier) per match, then pynetdicom sends success.
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 
+from .. import metrics
 from ..context import NodeContext
 from ..index.query import QueryError
 from . import responses
@@ -22,6 +23,7 @@ from .retrieve import (
 log = logging.getLogger(__name__)
 
 
+@metrics.timed("c_get")
 def handle_get(event, ctx: NodeContext) -> Iterator[Progress]:
     """EVT_C_GET: the stored bytes of every matching instance, sent as C-STORE sub-operations.
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 
+from .. import metrics
 from ..context import NodeContext
 from ..index.query import QueryError
 from ..remotes.sender import Peer, SendError, contexts_for, open_association
@@ -24,6 +25,7 @@ from .retrieve import (
 log = logging.getLogger(__name__)
 
 
+@metrics.timed("c_move")
 def handle_move(event, ctx: NodeContext) -> Iterator[Progress]:
     """EVT_C_MOVE: one association to the destination, one C-STORE per matching instance.
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from pydicom.dataset import Dataset
 
+from .. import metrics
 from ..context import NodeContext
 from ..ingest import Source, ingest_file
 from ..statuses import status_text
@@ -30,6 +31,7 @@ def error_comment(reason: str) -> str:
     return cleaned[:64]
 
 
+@metrics.timed("c_store")
 def store_received(ctx: NodeContext, assoc, path: Path) -> tuple[int, str]:
     """Ingest a spooled Part-10 file received on *assoc*; return (DIMSE status, ErrorComment)."""
     calling = assoc.requestor.ae_title

@@ -37,7 +37,7 @@ from urllib.parse import quote
 
 from ..context import NodeContext
 from ..index import jobs
-from ..index.jobs import DONE, FAILED, INTERNAL, NOT_FOUND, PARTIAL, QUEUED, REMOTE, RUNNING, Job
+from ..index.jobs import DONE, FAILED, INTERNAL, NOT_FOUND, PARTIAL, QUEUED, REMOTE, Job
 from ..jobs.kinds import Failed, Interrupted, Progress
 from ..jobs.public import iso
 from ..jobs.runner import JobRunner
@@ -48,9 +48,9 @@ from .accession import file_stem, validate
 log = logging.getLogger("node.export")
 
 KIND = jobs.EXPORT
-RETRIEVING = "retrieving"
-ZIPPING = "zipping"
-READY = "ready"
+RETRIEVING = jobs.EXPORT_RETRIEVING
+ZIPPING = jobs.EXPORT_ZIPPING
+READY = jobs.EXPORT_READY
 
 
 class Kind(enum.Enum):
@@ -75,11 +75,7 @@ class Answer:
 
 def export_state(job: Job) -> str:
     """The export's word for a job's state: queued / retrieving / zipping / ready / failed."""
-    if job.state == RUNNING:
-        return job.phase or QUEUED
-    if job.state == QUEUED:
-        return QUEUED
-    return READY if job.state == DONE else FAILED
+    return jobs.export_state(job.state, job.phase)
 
 
 def _built_from(job: Job) -> dt.datetime | None:

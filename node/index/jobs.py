@@ -41,8 +41,22 @@ STATES = (QUEUED, RUNNING, DONE, FAILED, CANCELLED)
 ACTIVE_STATES = (QUEUED, RUNNING)
 
 # The export kind, keyed by the accession: the index itself drops these rows when a
-# deletion makes their archive stale (node/index/deletion.py).
+# deletion makes their archive stale (node/index/deletion.py), and reports them in
+# the export's own words (queued / retrieving / zipping / ready / failed).
 EXPORT = "export"
+EXPORT_RETRIEVING = "retrieving"  # phases of a running export
+EXPORT_ZIPPING = "zipping"
+EXPORT_READY = "ready"
+EXPORT_STATES = (QUEUED, EXPORT_RETRIEVING, EXPORT_ZIPPING, EXPORT_READY, FAILED)
+
+
+def export_state(state: str, phase: str) -> str:
+    """The export's word for a job's state and phase."""
+    if state == RUNNING:
+        return phase or QUEUED
+    if state == QUEUED:
+        return QUEUED
+    return EXPORT_READY if state == DONE else FAILED
 FINAL_STATES = (DONE, FAILED, CANCELLED)
 
 # Why a job failed (``failure``); kinds may add their own words.

@@ -58,6 +58,8 @@ class Query:
     ``""`` asks for the attribute to be returned).  *root* is the
     information model: ``"PATIENT"``, ``"STUDY"`` or ``"PATIENT_STUDY_ONLY"``.
     *fuzzy* makes person-name matching match any name component by prefix.
+    *newest_first* returns the matches last stored first (the console's
+    lists); otherwise they come in the order they were stored.
     """
 
     level: str
@@ -67,6 +69,7 @@ class Query:
     fuzzy: bool = False
     limit: int | None = None
     offset: int = 0
+    newest_first: bool = False
 
 
 @dataclass(frozen=True)
@@ -507,7 +510,7 @@ def run(query: Query) -> Iterator[dict[str, object]]:
     sql = f"SELECT {columns} {_from(depth)}"
     if where.sql:
         sql += " WHERE " + " AND ".join(where.sql)
-    sql += f' ORDER BY {_ALIAS[query.level]}."id"'
+    sql += f' ORDER BY {_ALIAS[query.level]}."id"' + (" DESC" if query.newest_first else "")
     paging, paging_params = _paging(query)
     cursor = execute(sql + paging, where.params + paging_params)
     return _stream(cursor, keys, attrs, selected)

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 
 from pynetdicom.association import Association
 
+from .. import metrics
 from ..config import Remote
 from ..context import NodeContext
 from ..index import jobs, outbox
@@ -333,6 +334,7 @@ class ForwardWorker:
         """Turn the remote's answer for one instance into a settlement."""
         if is_accepted(sent):
             self.status.sent += 1
+            metrics.forwarded(self.remote.name)
             return Settlement(q, DONE, status=sent.status)
         if sent.status is None:
             # Association still up but nothing sent: no accepted context for

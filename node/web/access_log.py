@@ -13,6 +13,8 @@ import time
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .metrics import observe_request
+
 log = logging.getLogger("node.http")
 
 
@@ -50,6 +52,8 @@ class RequestLog:
             status = status or 500
             raise
         finally:
+            elapsed = time.monotonic() - started
+            observe_request(scope, elapsed)
             client = scope.get("client") or ("?", 0)
             query = scope.get("query_string", b"").decode("latin-1")
             path = scope["path"] + (f"?{query}" if query else "")
@@ -61,6 +65,6 @@ class RequestLog:
                 path,
                 status,
                 sent,
-                (time.monotonic() - started) * 1000,
+                elapsed * 1000,
                 f": {detail}" if detail else "",
             )

@@ -11,16 +11,7 @@ from starlette.routing import Route
 
 from .. import __version__
 from ..index import outbox
-from ..index.models import Instance, Patient, Series, Study
-
-
-def _counts() -> dict[str, int]:
-    return {
-        "patients": Patient.select().count(),
-        "studies": Study.select().count(),
-        "series": Series.select().count(),
-        "instances": Instance.select().count(),
-    }
+from ..index.figures import counts
 
 
 async def health(request: Request) -> JSONResponse:
@@ -32,7 +23,7 @@ async def health(request: Request) -> JSONResponse:
             "ae_title": ctx.settings.dicom.ae_title,
             "dicom_port": ctx.settings.dicom.port,
             "uptime_s": round(time.time() - ctx.started_at, 3),
-            "counts": await run_in_threadpool(_counts),
+            "counts": await run_in_threadpool(counts),
             "outbox": await run_in_threadpool(outbox.totals),
         }
     )
