@@ -58,6 +58,10 @@ class StorageSettings:
     path: Path = Path("storage")
     database: Path = Path("storage/index.sqlite")
     fsync: bool = True
+    # A SOP Instance UID held under another study/series/patient: "reject" it or "replace" (move) it.
+    duplicates: str = "reject"
+    # Below this much free space (storage or index) new data is refused and /health is degraded.
+    min_free_bytes: int = 1024**3
 
 
 @dataclass(frozen=True)
@@ -197,7 +201,16 @@ _SECTIONS: dict[str, tuple[type, dict[str, Check]]] = {
             "max_parts": _int_range(1, 10**9),
         },
     ),
-    "storage": (StorageSettings, {"path": _string, "database": _string, "fsync": _bool}),
+    "storage": (
+        StorageSettings,
+        {
+            "path": _string,
+            "database": _string,
+            "fsync": _bool,
+            "duplicates": _choice("reject", "replace"),
+            "min_free_bytes": _int_range(0, 2**62),
+        },
+    ),
     "export": (
         ExportSettings,
         {

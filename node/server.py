@@ -57,10 +57,11 @@ def _drain(dimse_server, grace_s: float) -> None:
 def serve(settings: Settings) -> int:
     """Run the node until SIGTERM/SIGINT; return the exit code."""
     ctx: NodeContext = open_context(settings)
+    ctx.store.hold()
     ctx.store.discard_temp()
     use_store_tempdir(ctx.store)
     forwarder = Forwarder(ctx)
-    forwarder.install()
+    forwarder.install(ctx.ingest)
     forwarder.start()
 
     dimse_server = dimse_ae.start(ctx)

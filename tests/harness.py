@@ -77,7 +77,12 @@ def node_config(root: Path, **sections: dict[str, Any]) -> dict[str, Any]:
     config: dict[str, Any] = {
         "dicom": {"ae_title": NODE_AE, "host": "127.0.0.1", "port": free_port()},
         "http": {"host": "127.0.0.1", "port": free_port()},
-        "storage": {"path": str(root / "storage"), "database": str(root / "storage/index.sqlite")},
+        # min_free_bytes: the default (1 GiB) would refuse data on a nearly full test machine.
+        "storage": {
+            "path": str(root / "storage"),
+            "database": str(root / "storage/index.sqlite"),
+            "min_free_bytes": 1 << 20,
+        },
         "export": {"path": str(root / "storage/zip"), "compression": 3},
     }
     for name, values in sections.items():
@@ -226,6 +231,20 @@ def storescu(
     return dcmtk(*storescu_args(ae_title, port, *paths, aet=aet), check=check)
 
 
+def c_store(ae_title: str, port: int, ds, *, aet: str = "PYSCU"):
+    """C-STORE one pydicom Dataset with pynetdicom; returns the response status data set."""
+    from pynetdicom import AE
+
+    ae = AE(ae_title=aet)
+    ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
+    assoc = ae.associate("127.0.0.1", port, ae_title=ae_title)
+    assert assoc.is_established, f"no association with {ae_title} on port {port}"
+    try:
+        return assoc.send_c_store(ds)
+    finally:
+        assoc.release()
+
+
 def dataset_bytes(path: Path) -> bytes:
     """The encoded data set of a Part-10 file (everything after the file meta)."""
 
@@ -356,13 +375,20 @@ class Orthanc(_Process):
     """Debian's Orthanc (SQLite index) with the DICOMweb plugin, on free ports."""
 
     def __init__(
-        self, root: Path, *, ae_title: str = "ORTHANC", modalities: dict[str, tuple[str, int]] | None = None
+        self,
+        root: Path,
+        *,
+        ae_title: str = "ORTHANC",
+        modalities: dict[str, tuple[str, int]] | None = None,
+        dicomweb_servers: dict[str, str] | None = None,
     ) -> None:
         self.root = root
         self.ae_title = ae_title
         self.dicom_port = free_port()
         self.http_port = free_port()
         self.modalities = modalities or {}
+        # name -> DICOMweb root URL: servers Orthanc's DICOMweb client can reach (/dicom-web/servers/{name}).
+        self.dicomweb_servers = dicomweb_servers or {}
 
     @property
     def url(self) -> str:
@@ -389,7 +415,11 @@ class Orthanc(_Process):
             "DicomCheckCalledAet": False,
             "StorageCompression": False,
             "Plugins": [ORTHANC_DICOMWEB] if Path(ORTHANC_DICOMWEB).exists() else [],
-            "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+            "DicomWeb": {
+                "Enable": True,
+                "Root": "/dicom-web/",
+                "Servers": {name: [url] for name, url in self.dicomweb_servers.items()},
+            },
             "HttpServerEnabled": True,
             "KeepAlive": True,
             "HttpThreadsCount": 8,

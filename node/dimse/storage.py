@@ -13,7 +13,7 @@ from pathlib import Path
 from pydicom.dataset import Dataset
 
 from ..context import NodeContext
-from ..ingest import Source, ingest_file
+from ..ingest import Source
 from . import fast_store
 from .associations import stats
 
@@ -31,12 +31,13 @@ def store_received(ctx: NodeContext, assoc, path: Path) -> tuple[int, str]:
     # tagged with it, so that store-and-forward never sends it back there.
     remote = ctx.settings.remote_by_ae(calling)
     source = Source("dimse", calling_aet=calling, remote=remote.name if remote else "")
-    outcome = ingest_file(ctx.store, path, source, take=True)
+    outcome = ctx.ingest.ingest_file(path, source, take=True)
     if outcome.ok:
         stats(assoc).count(outcome.status.value)
         return 0x0000, ""
     stats(assoc).count("failed")
-    return outcome.failure_code, error_comment(outcome.reason)
+    # The short form when the ingest path gave one (e.g. "already in study <UID>"): 64 characters.
+    return outcome.failure_code, error_comment(outcome.comment or outcome.reason)
 
 
 def handle_store(event, ctx: NodeContext) -> Dataset:

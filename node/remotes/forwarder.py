@@ -33,6 +33,7 @@ from ..context import NodeContext
 from ..index import outbox
 from ..index.models import utcnow
 from ..index.outbox import DONE, FAILED, PENDING, Queued, Settlement
+from ..ingest import Ingest
 from ..statuses import NOT_AUTHORIZED, SOP_CLASS_NOT_SUPPORTED, is_out_of_resources
 from .sender import (
     UNCOMPRESSED,
@@ -379,9 +380,9 @@ class Forwarder:
         self.ctx = ctx
         self.workers = {r.name: ForwardWorker(ctx, r) for r in ctx.settings.remotes if r.forward}
 
-    def install(self) -> None:
-        """Queue every stored instance for the forwarding remotes, waking their workers."""
-        outbox.install_hook(self.workers, notify=self.wake)
+    def install(self, ingest: Ingest) -> None:
+        """Queue every instance *ingest* stores for the forwarding remotes, waking their workers."""
+        outbox.install_hook(ingest, self.workers, notify=self.wake)
 
     def start(self) -> None:
         for worker in self.workers.values():
