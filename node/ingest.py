@@ -179,6 +179,10 @@ class _Reader:
 
     def __init__(self, ds: Dataset) -> None:
         self.ds = ds
+        # Elements by tag, as pydicom holds them (raw until converted): its
+        # get_item() turns every key into a Tag first, which cost more than
+        # the lookup itself over the forty attributes of a header.
+        self._elements = ds._dict
         raw = ds.get_item(0x00080005)
         charset = raw.value if raw is not None else None
         if isinstance(charset, bytes):
@@ -195,7 +199,7 @@ class _Reader:
             self.codec = "latin-1"
 
     def _raw(self, tag: int) -> bytes | str | None:
-        elem = self.ds.get_item(tag)
+        elem = self._elements.get(tag)
         return None if elem is None else elem.value
 
     def ascii(self, tag: int) -> str:
@@ -218,6 +222,8 @@ class _Reader:
         return _joined(self.ds, tag)
 
     def number(self, tag: int) -> int | None:
+        if tag not in self._elements:
+            return None
         try:
             value = self.ds[tag].value
             return int(value) if value not in (None, "") else None
@@ -265,23 +271,38 @@ class Header:
 _COLUMNS = {
     level: [c for c in catalog.columns(level) if not c.attribute.unique] for level in catalog.LEVELS
 }
-_READ = [a for a in catalog.ATTRIBUTES if not a.computed]
 _UIDS = ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID")
+# How each stored catalogue attribute is read: (keyword, tag, reader), worked out once.
+_META, _NUMBER, _ASCII, _TEXT = range(4)
+_PLAN = [
+    (
+        a.keyword,
+        a.source_tag,
+        _META
+        if a.source_tag >> 16 == 0x0002
+        else _NUMBER
+        if a.match == catalog.INT
+        else _ASCII
+        if a.ascii
+        else _TEXT,
+    )
+    for a in catalog.ATTRIBUTES
+    if not a.computed
+]
 
 
 def _values(r: _Reader, meta: Dataset | None) -> dict[str, object]:
     """The value of every stored catalogue attribute, by keyword."""
     values: dict[str, object] = {}
-    for attr in _READ:
-        tag = attr.source_tag
-        if tag >> 16 == 0x0002:
-            values[attr.keyword] = str(meta.get(tag).value or "").strip(" \0") if meta and tag in meta else ""
-        elif attr.match == catalog.INT:
-            values[attr.keyword] = r.number(tag)
-        elif attr.ascii:
-            values[attr.keyword] = r.ascii(tag)
+    for keyword, tag, reader in _PLAN:
+        if reader == _TEXT:
+            values[keyword] = r.text(tag)
+        elif reader == _ASCII:
+            values[keyword] = r.ascii(tag)
+        elif reader == _NUMBER:
+            values[keyword] = r.number(tag)
         else:
-            values[attr.keyword] = r.text(tag)
+            values[keyword] = str(meta.get(tag).value or "").strip(" \0") if meta and tag in meta else ""
     return values
 
 
@@ -350,7 +371,12 @@ class Ingest:
         self.index_hooks.append(hook)
 
     def add_listener(self, listener: Listener) -> None:
-        """Tell *listener* of every ingest once it is committed or refused (see :class:`Ingested`)."""
+        """Tell *listener* of every ingest once it is committed or refused (see :class:`Ingested`).
+
+        It is called in the ingesting thread before the sender is answered, so
+        it must be quick (count, set an event, drop a cache entry); what it
+        raises is logged and changes nothing.
+        """
         self.listeners.append(listener)
 
     # -- the path ----------------------------------------------------------------

@@ -192,10 +192,15 @@ class InstanceStore:
         """Mark the store as in use by this process until it exits (a shared lock).
 
         ``dicom-node check`` looks for it: temp files of a store in use may be
-        transfers in progress rather than debris.
+        transfers in progress rather than debris.  A store whose disk is full
+        cannot get its lock file: the node still starts (and says why it
+        refuses data), ``check`` then counts every temp file as debris.
         """
         if self._lock_fd is None:
-            fd = os.open(self.root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fd = os.open(self.root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError:
+                return
             fcntl.flock(fd, fcntl.LOCK_SH)
             self._lock_fd = fd
 

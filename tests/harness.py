@@ -115,6 +115,8 @@ class RunningNode:
     root: Path
     config: dict[str, Any]
     proc: subprocess.Popen | None = None
+    # The source tree whose node runs (another revision's, for a benchmark's before/after).
+    repo: Path = REPO
     log_path: Path = field(init=False)
     config_path: Path = field(init=False)
 
@@ -148,7 +150,7 @@ class RunningNode:
         with self.log_path.open("ab") as log:  # the child keeps its own copy of the handle
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "node", "serve", "--config", str(self.config_path)],
-                cwd=REPO,
+                cwd=self.repo,
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
