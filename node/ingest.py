@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from pydicom import dcmread
 from pydicom.charset import python_encoding
@@ -135,8 +136,8 @@ _DEFER = 16 * 1024
 _STRIPES = 64
 
 
-def read_header(path: Path) -> Dataset:
-    """Parse a Part-10 file up to its pixel data; raise Rejected if it is not DICOM."""
+def read_header(path: Path | BinaryIO) -> Dataset:
+    """Parse a Part-10 file (path or open file) up to its pixel data; raise Rejected if it is not DICOM."""
     try:
         ds = dcmread(path, stop_before_pixels=True, defer_size=_DEFER)
     except InvalidDicomError:
@@ -148,15 +149,15 @@ def read_header(path: Path) -> Dataset:
     return ds
 
 
-def check_whole(path: Path) -> None:
-    """Raise Rejected (0xC000) unless the file holds one whole data set (see node.integrity).
+def check_whole(f: BinaryIO) -> None:
+    """Raise Rejected (0xC000) unless the open file holds one whole data set (see node.integrity).
 
     0xC000 "cannot understand", not 0xA900 "does not match the SOP class":
     the bytes do not form a data set at all, whatever its IOD, and sending
     the same bytes again cannot succeed.
     """
     try:
-        integrity.check(path)
+        integrity.check_file(f)
     except integrity.Incomplete as exc:
         message = str(exc)
         if message.startswith("not a DICOM Part-10 file"):
@@ -400,8 +401,7 @@ class Ingest:
 
     def _ingest(self, path: Path, source: Source, take: bool) -> Outcome:
         try:
-            check_whole(path)
-            header = extract(read_header(path))
+            header = self._read(path)
             relative = self.store.relative_path(header.study_uid, header.series_uid, header.sop_uid)
             refusal = self.space.refusal() if self.space is not None else None
             if refusal:
@@ -415,6 +415,18 @@ class Ingest:
             return Outcome(Status.FAILED, reason=str(exc), failure_code=code)
         with self._stripes[hash(header.sop_uid) % _STRIPES]:
             return self._file(header, relative, path, source, take)
+
+    @staticmethod
+    def _read(path: Path) -> Header:
+        """Check the file is one whole data set and read its header (one open for both)."""
+        try:
+            f = open(path, "rb")  # noqa: SIM115 - closed below, after both readers
+        except OSError as exc:
+            raise Rejected(PROCESSING_FAILURE, f"cannot read the received file: {exc}") from None
+        with f:
+            check_whole(f)
+            f.seek(0)
+            return extract(read_header(f))
 
     def _file(self, header: Header, relative: str, path: Path, source: Source, take: bool) -> Outcome:
         if not self.replace and self.store.exists(relative):
@@ -469,8 +481,10 @@ class Ingest:
                 header.study_uid,
                 header.entry.patient_id,
             )
+        # Without a lookup the index does not say whether the instance was held: its file does.
+        replaced = filed.replaced if filed.replaced is not None else placement.backup is not None
         return Outcome(
-            Status.REPLACED if filed.replaced else Status.STORED,
+            Status.REPLACED if replaced else Status.STORED,
             **self._uids(header),
             instance_id=filed.instance.id,
             size=placement.size,

@@ -26,6 +26,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 DEFLATED = "1.2.840.10008.1.2.1.99"
 IMPLICIT_LITTLE = "1.2.840.10008.1.2"
@@ -131,13 +132,19 @@ def read_meta(buf: bytes | mmap.mmap, size: int) -> Meta:
 def check(path: Path) -> Meta:
     """Raise :class:`Incomplete` unless the data set of the Part-10 file at *path* fills it exactly."""
     with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        if size < 132:
-            raise Incomplete(f"not a DICOM Part-10 file ({size} bytes)")
-        if size <= _READ_WHOLE:
-            return _check(f.read(), size)
-        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-            return _check(buf, size)
+        return check_file(f)
+
+
+def check_file(f: BinaryIO) -> Meta:
+    """:func:`check` on an open file (read from its start; its position is left anywhere)."""
+    size = os.fstat(f.fileno()).st_size
+    if size < 132:
+        raise Incomplete(f"not a DICOM Part-10 file ({size} bytes)")
+    if size <= _READ_WHOLE:
+        f.seek(0)
+        return _check(f.read(), size)
+    with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+        return _check(buf, size)
 
 
 def _check(buf, size: int) -> Meta:

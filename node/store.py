@@ -62,11 +62,16 @@ class InstanceStore:
         return f"{study_uid}/{series_uid}/{sop_uid}{SUFFIX}"
 
     def absolute(self, relative: str) -> Path:
-        """The absolute path of a store-relative path, refusing anything outside the store."""
-        path = (self.root / relative).resolve()
-        if self.root not in path.parents:
+        """The absolute path of a store-relative path, refusing anything outside the store.
+
+        Judged on the text (no ``..``, not absolute): the store's own paths are
+        built from validated UIDs, and resolving symlinks cost a system call
+        per path component on every instance stored or read.
+        """
+        norm = os.path.normpath(relative)
+        if os.path.isabs(norm) or norm in (".", "..") or norm.startswith("../") or "\0" in norm:
             raise UnsafePath(f"path outside the store: {relative!r}")
-        return path
+        return self.root / norm
 
     # -- writing -------------------------------------------------------------
 

@@ -102,8 +102,8 @@ class Filed:
     """The outcome of :func:`file_instance`."""
 
     instance: Instance
-    old_path: str | None  # the file the instance row pointed at before, if it existed
-    replaced: bool  # the instance was held already
+    old_path: str | None  # the file the instance row pointed at before (when looked up)
+    replaced: bool | None  # the instance was held already (None: not looked up; its file tells)
     moved_from: Held | None  # where it (or its series or study) was moved away from
 
 
@@ -175,14 +175,17 @@ def _q(name: str) -> str:
     return f'"{name}"'
 
 
-def _upsert_sql(table: str, key: str, columns: tuple[str, ...], *, parent: str | None = None) -> str:
+def _upsert_sql(
+    table: str, key: str, columns: tuple[str, ...], *, parent: str | None = None, move: bool = True
+) -> str:
     """INSERT ... ON CONFLICT (key) DO UPDATE ... RETURNING id, for one level.
 
     Empty incoming values never overwrite stored ones (an instance without
     StudyDescription leaves the study's alone); ``updated_at`` always moves,
-    which is what invalidates caches built from the study.  The parent link
-    is set from the entry: a move, which :func:`file_instance` allows only
-    when replacing.
+    which is what invalidates caches built from the study.  With *move* the
+    parent link is set from the entry (a move); without, a row held under
+    another parent is left alone and no id comes back: the conflict is found
+    by the statement that writes, with no lookup before it.
     """
     cols = [key, *([parent] if parent else []), *columns, "created_at", "updated_at"]
     sets = [
@@ -191,25 +194,48 @@ def _upsert_sql(table: str, key: str, columns: tuple[str, ...], *, parent: str |
         else f"{_q(c)} = CASE WHEN excluded.{_q(c)} = '' THEN {_q(table)}.{_q(c)} ELSE excluded.{_q(c)} END"
         for c in columns
     ]
-    if parent:
+    where = ""
+    if parent and move:
         sets.append(f"{_q(parent)} = excluded.{_q(parent)}")
+    elif parent:
+        where = f" WHERE {_q(table)}.{_q(parent)} = excluded.{_q(parent)}"
     sets.append('"updated_at" = excluded."updated_at"')
     return (
         f"INSERT INTO {_q(table)} ({', '.join(map(_q, cols))}) VALUES ({', '.join('?' * len(cols))}) "
-        f'ON CONFLICT ({_q(key)}) DO UPDATE SET {", ".join(sets)} RETURNING "id"'
+        f'ON CONFLICT ({_q(key)}) DO UPDATE SET {", ".join(sets)}{where} RETURNING "id"'
     )
 
 
+def _instance_sql(*, move: bool) -> str:
+    """The instance row, inserted or overwritten whole; without *move* only in its own series."""
+    cols = ["sop_uid", "series_id", *INSTANCE_COLUMNS]
+    sets = ", ".join(f"{_q(c)} = excluded.{_q(c)}" for c in cols[1:])
+    where = "" if move else ' WHERE "instance"."series_id" = excluded."series_id"'
+    return (
+        f'INSERT INTO "instance" ({", ".join(map(_q, cols))}) VALUES ({", ".join("?" * len(cols))}) '
+        f'ON CONFLICT ("sop_uid") DO UPDATE SET {sets}{where} RETURNING "id"'
+    )
+
+
+@dataclass(frozen=True)
+class _Statements:
+    study: str
+    series: str
+    instance: str
+
+
 _SQL_PATIENT = _upsert_sql("patient", "patient_id", PATIENT_COLUMNS)
-_SQL_STUDY = _upsert_sql("study", "study_uid", STUDY_COLUMNS, parent="patient_id")
-_SQL_SERIES = _upsert_sql("series", "series_uid", SERIES_COLUMNS, parent="study_id")
-_SQL_INSERT_INSTANCE = (
-    f'INSERT INTO "instance" ("sop_uid", "series_id", {", ".join(map(_q, INSTANCE_COLUMNS))}) '
-    f"VALUES ({', '.join('?' * (len(INSTANCE_COLUMNS) + 2))}) RETURNING \"id\""
+# "reject": a row under another parent is left alone (no id back: a conflict).
+_KEEP = _Statements(
+    _upsert_sql("study", "study_uid", STUDY_COLUMNS, parent="patient_id", move=False),
+    _upsert_sql("series", "series_uid", SERIES_COLUMNS, parent="study_id", move=False),
+    _instance_sql(move=False),
 )
-_SQL_UPDATE_INSTANCE = (
-    f'UPDATE "instance" SET "series_id" = ?, {", ".join(f"{_q(c)} = ?" for c in INSTANCE_COLUMNS)} '
-    'WHERE "id" = ?'
+# "replace": the entry's parents win.
+_MOVE = _Statements(
+    _upsert_sql("study", "study_uid", STUDY_COLUMNS, parent="patient_id"),
+    _upsert_sql("series", "series_uid", SERIES_COLUMNS, parent="study_id"),
+    _instance_sql(move=True),
 )
 _SQL_TOUCH_SERIES = 'UPDATE "series" SET "updated_at" = ? WHERE "id" = ?'
 _SQL_TOUCH_STUDY = 'UPDATE "study" SET "updated_at" = ? WHERE "id" = ?'
@@ -241,34 +267,54 @@ def file_instance(
     Raises :class:`Conflict` (nothing written) when the entry is held
     elsewhere and *replace* is false.  *inside* runs in the transaction with
     the instance row, so what it writes commits with the instance.
+
+    Without *replace* nothing is looked up first: each statement refuses to
+    write under another parent, and only then is the index asked where the
+    entry is held (to say so).  With *replace* what is held is looked up
+    first, to know what the move leaves behind.
     """
     inst = {**entry.instance, **file}
     with write_transaction():
-        prior = lookup(entry)
-        clash = conflict(prior, entry)
-        if clash is not None and not replace:
-            raise clash
+        prior = lookup(entry) if replace else None
+        clash = conflict(prior, entry) if prior is not None else None
+        sql = _MOVE if replace else _KEEP
         (patient_row,) = execute(
             _SQL_PATIENT, [entry.patient_id, *(entry.patient[c] for c in PATIENT_COLUMNS), now, now]
         ).fetchone()
-        (study_row,) = execute(
-            _SQL_STUDY, [entry.study_uid, patient_row, *(entry.study[c] for c in STUDY_COLUMNS), now, now]
+        study_row = _one(
+            sql.study, [entry.study_uid, patient_row, *(entry.study[c] for c in STUDY_COLUMNS)], now
+        )
+        if study_row is None:
+            raise _held_elsewhere(entry)
+        series_row = _one(
+            sql.series, [entry.series_uid, study_row, *(entry.series[c] for c in SERIES_COLUMNS)], now
+        )
+        if series_row is None:
+            raise _held_elsewhere(entry)
+        row = execute(
+            sql.instance, [entry.sop_uid, series_row, *(inst[c] for c in INSTANCE_COLUMNS)]
         ).fetchone()
-        (series_row,) = execute(
-            _SQL_SERIES, [entry.series_uid, study_row, *(entry.series[c] for c in SERIES_COLUMNS), now, now]
-        ).fetchone()
-        values = [inst[c] for c in INSTANCE_COLUMNS]
-        old = prior.instance
-        if old is None:
-            (instance_id,) = execute(_SQL_INSERT_INSTANCE, [entry.sop_uid, series_row, *values]).fetchone()
-        else:
-            instance_id = old.instance_id
-            execute(_SQL_UPDATE_INSTANCE, [series_row, *values, instance_id])
-        moved_from = _moved(prior, series_row, study_row, patient_row, now) if clash is not None else None
-        instance = Instance(id=instance_id, sop_uid=entry.sop_uid, series=series_row, **inst)
+        if row is None:
+            raise _held_elsewhere(entry)
+        moved_from = _moved(prior, series_row, study_row, patient_row, now) if prior and clash else None
+        instance = Instance(id=row[0], sop_uid=entry.sop_uid, series=series_row, **inst)
         if inside is not None:
             inside(instance)
-    return Filed(instance, old.path if old else None, old is not None, moved_from)
+    held = prior.instance if prior is not None else None
+    return Filed(instance, held.path if held else None, held is not None if prior else None, moved_from)
+
+
+def _one(sql: str, values: list[object], now: dt.datetime) -> int | None:
+    row = execute(sql, [*values, now, now]).fetchone()
+    return None if row is None else row[0]
+
+
+def _held_elsewhere(entry: Entry) -> Conflict:
+    """The conflict a refusing statement met, looked up to name where the entry is held."""
+    clash = conflict(lookup(entry), entry)
+    if clash is None:  # pragma: no cover - a statement refused, so something is held elsewhere
+        raise RuntimeError(f"{entry.sop_uid}: refused by the index, but held nowhere else")
+    return clash
 
 
 def _moved(prior: Prior, series_row: int, study_row: int, patient_row: int, now: dt.datetime) -> Held | None:
