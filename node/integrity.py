@@ -32,8 +32,9 @@ DEFLATED = "1.2.840.10008.1.2.1.99"
 IMPLICIT_LITTLE = "1.2.840.10008.1.2"
 EXPLICIT_BIG = "1.2.840.10008.1.2.2"
 
-# Inflated size a deflated data set may reach (memory is bounded by it).
-MAX_INFLATED = 512 * 1024 * 1024
+# Inflated size a deflated data set may reach (memory is bounded by it; pydicom
+# holds the whole inflated data set too when it reads the header).
+MAX_INFLATED = 256 * 1024 * 1024
 # Nesting of undefined-length sequences and items (bounds the recursion).
 MAX_DEPTH = 64
 

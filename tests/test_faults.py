@@ -179,3 +179,24 @@ def test_storage_filling_while_a_stow_body_is_spooled_is_507_and_removes_the_spo
         assert httpx.get(f"{node.url}/health").json()["status"] == "ok"
     finally:
         node.stop()
+
+
+def test_check_exits_1_on_debris_and_repair_clears_it(tmp_path):
+    node = RunningNode(tmp_path / "n", node_config(tmp_path / "n", storage={"fsync": False}))
+    assert node.cli("import", "-q", str(instance(tmp_path / "in"))).returncode == 0
+    # A spool left by a transfer that died with its process: no node holds the store, so it is debris.
+    (node.storage / ".tmp" / "0123abcd.part").write_bytes(b"half an instance")
+    result = node.cli("check")
+    assert result.returncode == 1
+    assert "1 left over" in result.stdout and "0123abcd.part" in result.stdout
+    # A file no row points to.
+    stray = instance(tmp_path / "stray")
+    ds = dcmread(stray)
+    target = node.storage / ds.StudyInstanceUID / ds.SeriesInstanceUID / f"{ds.SOPInstanceUID}.dcm"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(stray.read_bytes())
+    assert "1 files without row" in node.cli("check").stdout
+    repaired = node.cli("check", "--repair")
+    assert repaired.returncode == 0, repaired.stdout
+    assert not list((node.storage / ".tmp").iterdir())
+    assert node.cli("check").returncode == 0
