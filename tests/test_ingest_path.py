@@ -108,3 +108,23 @@ def test_migration_0004_fills_each_study_from_its_patient(tmp_path):
     ).fetchall()
     assert rows == [(f"1.2.{n}", "X^ANNE", "x^anne", "19700101", "F", "ISS", "") for n in (1, 2)]
     assert db.execute_sql("SELECT other_patient_ids FROM patient").fetchall() == [("",)]
+
+
+def test_replace_moves_a_study_to_the_patient_its_newest_instance_names(tmp_path):
+    from node.index.models import Patient, Study
+
+    migrate(open_database(tmp_path / "storage" / "index.sqlite", durable=False))
+    ingest = Ingest(InstanceStore(tmp_path / "storage", fsync=False), duplicates="replace")
+    study, series = generate_uid(), generate_uid()
+    for _ in range(2):
+        assert ingest.ingest_file(
+            _file(tmp_path, study_uid=study, series_uid=series, patient_id="WRONG-ID"),
+            Source("import"),
+            take=True,
+        ).ok
+    corrected = _file(tmp_path, study_uid=study, series_uid=series, patient_id="RIGHT-ID")
+    outcome = ingest.ingest_file(corrected, Source("import"), take=True)
+    assert outcome.status is Status.STORED and outcome.moved_from_study == study
+    assert [p.patient_id for p in Patient.select()] == ["RIGHT-ID"]  # the emptied patient is gone
+    assert Study.get(Study.study_uid == study).patient.patient_id == "RIGHT-ID"
+    assert Instance.select().count() == 3
