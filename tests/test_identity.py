@@ -158,6 +158,9 @@ def test_resent_identical_instance_stays_one_row_and_succeeds(node, tmp_path):
     assert send(node, files[0]).Status == 0x0000
     r = post(node, multipart(dicom_parts(files)), content_type())
     assert r.status_code == 200 and len(referenced_items(r.json())) == 1
+    # Twice in one body: ingested by parallel workers, serialised per SOP Instance UID.
+    r = post(node, multipart(dicom_parts(files * 4)), content_type())
+    assert r.status_code == 200 and len(referenced_items(r.json())) == 4
     harness.storescu(node.ae_title, node.dicom_port, files[0])
     assert node.count() == before
     assert rows(node, "SELECT COUNT(*) FROM instance WHERE sop_uid = ?", sop) == [(1,)]
