@@ -1,6 +1,6 @@
 """C-STORE ingest benchmark: the node beside DCMTK storescp and Orthanc, same corpus, same run.
 
-    python -m bench.ingest [--ct 300] [--tiny 1000] [--rounds 3]
+    python -m bench.ingest [--ct 300] [--tiny 1000] [--rounds 3] [--baseline DIR]
 
 For each corpus (CT 512x512x16 bit, tiny 32x32) and each mode (one
 association; 4 parallel associations) DCMTK ``storescu`` sends the corpus to:
@@ -9,6 +9,12 @@ Prints instances/s and MB/s (median of the rounds) and the ratios
 node/storescp and node/Orthanc.  DCMTK and Orthanc run with TCP_NODELAY=1
 (they leave Nagle's algorithm on otherwise); the node tunes its own sockets,
 and one extra line shows it with a storescu that leaves Nagle on.
+
+Rounds go round the targets in turn (node, storescp, Orthanc, node, ...), so
+that load from elsewhere on the machine hits all of them alike.
+``--baseline DIR`` adds another revision of the node as a target (a source
+tree, e.g. ``git archive main | tar -x -C DIR``), to measure a change before
+and after in the same run.
 """
 
 from __future__ import annotations
@@ -51,17 +57,24 @@ def storescu(aec: str, port: int, groups: list[list[Path]], *, nodelay: bool = T
     return time.perf_counter() - t0
 
 
-def run_target(start: Callable[[], tuple[object, str, int]], paths, groups, rounds, **kw) -> float:
-    """Median wall time of *rounds* sends of *groups* to a fresh target each round."""
-    times = []
+def run_targets(
+    starts: dict[str, Callable[[], tuple[object, str, int]]], paths, groups, rounds, **kw
+) -> dict[str, float]:
+    """Median wall time per target of *rounds* sends of *groups*, a fresh target each round.
+
+    Rounds are interleaved (every target once, then again), so that load from
+    elsewhere on the machine does not fall on one target only.
+    """
+    times: dict[str, list[float]] = {name: [] for name in starts}
     for _ in range(rounds):
-        target, aec, port = start()
-        try:
-            warm(paths)
-            times.append(storescu(aec, port, groups, **kw))
-        finally:
-            target.stop()
-    return median(times)
+        for name, start in starts.items():
+            target, aec, port = start()
+            try:
+                warm(paths)
+                times[name].append(storescu(aec, port, groups, **kw))
+            finally:
+                target.stop()
+    return {name: median(t) for name, t in times.items()}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -71,6 +84,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--parallel", type=int, default=4)
     ap.add_argument("--no-orthanc", action="store_true")
+    ap.add_argument("--baseline", type=Path, help="source tree of another revision of the node to compare")
+    ap.add_argument("--no-nagle-line", action="store_true", help="skip the run with Nagle left on")
     a = ap.parse_args(argv)
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
@@ -86,6 +101,13 @@ def main(argv: list[str] | None = None) -> None:
             n = RunningNode(root, node_config(root)).start()
             return n, NODE_AE, n.dicom_port
 
+        def baseline():
+            root = tmp / f"base{next(counter)}"
+            config = node_config(root)
+            config["storage"].pop("min_free_bytes", None)  # a key older revisions do not know
+            n = RunningNode(root, config, repo=a.baseline.resolve()).start()
+            return n, NODE_AE, n.dicom_port
+
         def storescp():
             s = StoreSCP(tmp / f"scp{next(counter)}").start()
             return s, s.ae_title, s.port
@@ -95,6 +117,8 @@ def main(argv: list[str] | None = None) -> None:
             return o, o.ae_title, o.dicom_port
 
         targets = {"node": node, "storescp": storescp}
+        if a.baseline:
+            targets["baseline"] = baseline
         if not a.no_orthanc:
             targets["orthanc"] = orthanc
         print(f"{'corpus':6} {'assocs':>6} {'target':10} {'inst/s':>8} {'MB/s':>8}")
@@ -103,12 +127,11 @@ def main(argv: list[str] | None = None) -> None:
             for assocs in (1, a.parallel):
                 groups = split(paths, assocs)
                 rates = {}
-                for name, start in targets.items():
-                    t = run_target(start, paths, groups, a.rounds)
+                for name, t in run_targets(targets, paths, groups, a.rounds).items():
                     rates[name] = len(paths) / t
                     print(f"{label:6} {assocs:>6} {name:10} {len(paths) / t:8.1f} {mb / t:8.1f}", flush=True)
-                if assocs == 1:
-                    t = run_target(node, paths, groups, a.rounds, nodelay=False)
+                if assocs == 1 and not a.no_nagle_line:
+                    t = run_targets({"node*": node}, paths, groups, a.rounds, nodelay=False)["node*"]
                     print(
                         f"{label:6} {assocs:>6} {'node*':10} {len(paths) / t:8.1f} {mb / t:8.1f}"
                         "   (* storescu with Nagle on)",
@@ -117,6 +140,10 @@ def main(argv: list[str] | None = None) -> None:
                 ratios = [f"node/storescp {rates['node'] / rates['storescp']:.2f}"]
                 if "orthanc" in rates:
                     ratios.append(f"node/orthanc {rates['node'] / rates['orthanc']:.2f}")
+                if "baseline" in rates:
+                    ratios.append(f"node/baseline {rates['node'] / rates['baseline']:.2f}")
+                    if "orthanc" in rates:
+                        ratios.append(f"baseline/orthanc {rates['baseline'] / rates['orthanc']:.2f}")
                 print(f"{label:6} {assocs:>6} ratios: {', '.join(ratios)}", flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

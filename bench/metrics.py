@@ -1,7 +1,7 @@
 """What the metrics cost on the ingest path, against the ingest of a tiny instance in the same run.
 
 ``python -m bench.metrics [--instances 2000]`` ingests tiny instances
-through ``node.ingest.ingest_file`` (fsync off, so the figure is the CPU
+through ``node.ingest.Ingest.ingest_file`` (fsync off, so the figure is the CPU
 part, where any overhead would show) and times the per-instance metric
 calls alone (one ingest outcome counted, one C-STORE duration observed),
 then prints both medians and their ratio.  A scrape of /metrics is timed
@@ -23,7 +23,7 @@ from bench.corpus import make_dataset, write
 from node import metrics
 from node.config import parse
 from node.context import open_context
-from node.ingest import Source, ingest_file
+from node.ingest import Source
 
 
 def _median_us(samples: list[float]) -> float:
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
         ingest = []
         for path in files:
             started = time.perf_counter()
-            assert ingest_file(ctx.store, path, source, take=True).ok
+            assert ctx.ingest.ingest_file(path, source, take=True).ok
             ingest.append(time.perf_counter() - started)
 
         outcome = SimpleNamespace(ok=True, size=1234, failure_code=0)

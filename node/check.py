@@ -1,19 +1,28 @@
-"""``dicom-node check [--repair]``: the index and the files agree.
+"""``dicom-node check [--repair]``: the index and the files agree, and nothing is left over.
 
-Finds rows whose file is missing, files no row points to, and size
-mismatches.  ``--repair`` re-indexes stray and mismatched files through the
-ingest path (the file is the truth) and drops rows whose file is gone.
+Finds rows whose file is missing, files no row points to, size mismatches,
+and debris: temp files (``.part`` spools, files kept aside during a
+replacement) that no transfer in progress will use.  A temp file counts as
+debris unless a node or an import holds the store (they may be writing it)
+and it changed within the last hour.  ``--repair`` drops rows whose file is
+gone, re-indexes stray and mismatched files through the ingest path (the
+file is the truth) and removes the debris.  The exit status is 0 only when
+nothing was found (or everything found was repaired).
 """
 
 from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .context import NodeContext
 from .index.db import write_transaction
 from .index.models import Instance, Patient, Series, Study
-from .ingest import Source, ingest_file
+from .ingest import Source
+
+# A temp file of a store in use that changed this recently may be a transfer in progress.
+IN_PROGRESS_S = 3600.0
 
 
 @dataclass
@@ -21,15 +30,20 @@ class Report:
     missing_files: list[str] = field(default_factory=list)  # row, no file
     stray_files: list[str] = field(default_factory=list)  # file, no row
     size_mismatches: list[str] = field(default_factory=list)
-    temp_files: int = 0
+    debris: list[Path] = field(default_factory=list)  # temp files nothing will use
+    in_progress: int = 0  # temp files that may belong to a transfer in progress
+
+    @property
+    def temp_files(self) -> int:
+        return len(self.debris) + self.in_progress
 
     @property
     def clean(self) -> bool:
-        return not (self.missing_files or self.stray_files or self.size_mismatches)
+        return not (self.missing_files or self.stray_files or self.size_mismatches or self.debris)
 
 
 def inspect(ctx: NodeContext) -> Report:
-    """Compare every index row with the store's files."""
+    """Compare every index row with the store's files; list the temp files left over."""
     report = Report()
     rows = {path: size for path, size in Instance.select(Instance.path, Instance.size).tuples()}
     on_disk = dict(ctx.store.iter_files())
@@ -39,7 +53,12 @@ def inspect(ctx: NodeContext) -> Report:
         elif on_disk[path] != size:
             report.size_mismatches.append(path)
     report.stray_files = sorted(set(on_disk) - set(rows))
-    report.temp_files = sum(1 for _ in ctx.store.tmp.iterdir())
+    in_use = ctx.store.in_use()
+    for path, age in ctx.store.temp_files():
+        if in_use and age < IN_PROGRESS_S:
+            report.in_progress += 1
+        else:
+            report.debris.append(path)
     return report
 
 
@@ -62,7 +81,7 @@ def repair_report(ctx: NodeContext, report: Report) -> list[str]:
         prune_empty_levels()
     source = Source("import")
     for relative in report.stray_files + report.size_mismatches:
-        outcome = ingest_file(ctx.store, ctx.store.absolute(relative), source, take=False)
+        outcome = ctx.ingest.ingest_file(ctx.store.absolute(relative), source, take=False)
         if not outcome.ok:
             problems.append(f"{relative}: {outcome.reason}")
             continue
@@ -70,7 +89,8 @@ def repair_report(ctx: NodeContext, report: Report) -> list[str]:
         if canonical != relative:
             # Re-indexed under the path its UIDs give; the misplaced copy goes.
             ctx.store.remove(relative)
-    ctx.store.discard_temp(max_age_s=3600)
+    for path in report.debris:
+        path.unlink(missing_ok=True)
     return problems
 
 
@@ -81,13 +101,15 @@ def run_check(ctx: NodeContext, *, repair: bool = False) -> int:
     print(
         f"{len(report.missing_files)} rows without file, {len(report.stray_files)} files "
         f"without row, {len(report.size_mismatches)} size mismatches, "
-        f"{report.temp_files} temp files",
+        f"{report.temp_files} temp files ({len(report.debris)} left over, "
+        f"{report.in_progress} maybe in progress)",
         file=out,
     )
     for label, items in (
         ("row without file", report.missing_files),
         ("file without row", report.stray_files),
         ("size mismatch", report.size_mismatches),
+        ("left-over temp file", [str(p) for p in report.debris]),
     ):
         for item in items[:50]:
             print(f"  {label}: {item}", file=out)

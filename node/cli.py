@@ -43,21 +43,29 @@ def _cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_import(settings: Settings, args: argparse.Namespace) -> int:
+def _assemble(settings: Settings):
+    """The node's context for a command that stores instances: forwarding remotes get outbox rows."""
     from .context import open_context
-    from .importer import run_import
     from .index.outbox import install_hook
 
-    install_hook(r.name for r in settings.remotes if r.forward)
-    return run_import(open_context(settings), args.paths, progress=not args.quiet)
+    ctx = open_context(settings)
+    install_hook(ctx.ingest, [r.name for r in settings.remotes if r.forward])
+    return ctx
+
+
+def _cmd_import(settings: Settings, args: argparse.Namespace) -> int:
+    from .importer import run_import
+
+    ctx = _assemble(settings)
+    ctx.store.hold()
+    return run_import(ctx, args.paths, progress=not args.quiet)
 
 
 def _cmd_check(settings: Settings, args: argparse.Namespace) -> int:
     from .check import run_check
-    from .context import open_context
     from .deletion import finish_pending
 
-    ctx = open_context(settings)
+    ctx = _assemble(settings)
     # Files of a deletion cut short by a crash have no rows: finish removing
     # them first, so that they are not reported (or re-indexed by --repair).
     finished = finish_pending(ctx)

@@ -63,6 +63,10 @@ class StorageSettings:
     database: Path = Path("storage/index.sqlite")
     fsync: bool = True
     transcode_to: str = ""  # empty: store as received; else a lossless transfer syntax UID
+    # A SOP Instance UID held under another study/series/patient: "reject" it or "replace" (move) it.
+    duplicates: str = "reject"
+    # Below this much free space (storage or index) new data is refused and /health is degraded.
+    min_free_bytes: int = 1024**3
 
 
 @dataclass(frozen=True)
@@ -254,7 +258,14 @@ _SECTIONS: dict[str, tuple[type, dict[str, Check]]] = {
     ),
     "storage": (
         StorageSettings,
-        {"path": _string, "database": _string, "fsync": _bool, "transcode_to": _transcode_target},
+        {
+            "path": _string,
+            "database": _string,
+            "fsync": _bool,
+            "transcode_to": _transcode_target,
+            "duplicates": _choice("reject", "replace"),
+            "min_free_bytes": _int_range(0, 2**62),
+        },
     ),
     "export": (
         ExportSettings,

@@ -1,4 +1,4 @@
-"""The pieces every door shares: settings, the store and the open index."""
+"""The pieces every door shares: settings, the store, the open index and the ingest path."""
 
 from __future__ import annotations
 
@@ -10,22 +10,33 @@ import peewee
 from .config import Settings
 from .index.db import open_database
 from .index.migrate import migrate
+from .ingest import Ingest
+from .space import Place, SpaceGuard
 from .store import InstanceStore
 
 
 @dataclass
 class NodeContext:
-    """What a running node (or a CLI command) works with."""
+    """What a running node (or a CLI command) works with.
+
+    ``ingest`` is the one ingest path; whoever assembles the node registers
+    its index hooks and listeners there (see :class:`node.ingest.Ingest`).
+    """
 
     settings: Settings
     store: InstanceStore
     db: peewee.Database
+    ingest: Ingest
+    space: SpaceGuard
     started_at: float = field(default_factory=time.time)
 
 
 def open_context(settings: Settings) -> NodeContext:
     """Open the store and the index, applying pending migrations."""
-    store = InstanceStore(settings.storage.path, fsync=settings.storage.fsync)
-    db = open_database(settings.storage.database, durable=settings.storage.fsync)
+    s = settings.storage
+    store = InstanceStore(s.path, fsync=s.fsync)
+    db = open_database(s.database, durable=s.fsync)
     migrate(db)
-    return NodeContext(settings=settings, store=store, db=db)
+    space = SpaceGuard([Place("storage", store.root), Place("index", s.database.parent)], s.min_free_bytes)
+    ingest = Ingest(store, duplicates=s.duplicates, space=space)
+    return NodeContext(settings=settings, store=store, db=db, ingest=ingest, space=space)

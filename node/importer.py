@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from .context import NodeContext
-from .ingest import Outcome, Source, Status, ingest_file
+from .ingest import Outcome, Source, Status
 
 # fsync dominates a store; a few writers in flight keep the disk busy.
 WORKERS = 4
@@ -43,7 +43,7 @@ def run_import(ctx: NodeContext, paths: list[str], *, progress: bool = True) -> 
     source = Source("import")
 
     def one(path: Path) -> tuple[Path, Outcome]:
-        return path, ingest_file(ctx.store, path, source, take=False)
+        return path, ctx.ingest.ingest_file(path, source, take=False)
 
     bar = Progress(
         TextColumn("importing"),

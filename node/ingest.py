@@ -1,33 +1,66 @@
 """The one ingest path: every door (C-STORE, STOW-RS, import, retrieval) ends here.
 
-``ingest_file`` takes a Part-10 file, reads its header (never the pixel
-data), checks it, makes the file durable in the store, indexes it and
-returns an :class:`Outcome` from which a DICOM status and a DICOMweb
-FailureReason can both be derived.  Success is returned only after the
-file is fsynced in place and the index row committed.
+:meth:`Ingest.ingest_file` takes a Part-10 file and follows Orthanc's order
+of a store (``ServerContext::Store``):
+
+1. filters: the file is one whole data set (:mod:`node.integrity`), its
+   header parses and carries valid UIDs, and there is room for it
+   (:mod:`node.space`); a refusal changes nothing;
+2. the file is written: fsynced and renamed into place, a file it replaces
+   kept aside (:meth:`node.store.InstanceStore.place`);
+3. it is indexed in one transaction, with the *index hooks* (e.g. the
+   forwarding outbox row, which must commit with the instance); an instance
+   filed under another series, study or patient is refused unless
+   ``[storage].duplicates = "replace"``.  If indexing fails, the new file is
+   removed (or the replaced one put back) before the failure is answered;
+4. after the commit, the *listeners* are told (wake-ups, metrics, cache
+   invalidation), with the :class:`Outcome`, the :class:`Source` and the
+   time it took; they are told of failures too.
+
+Success is returned only after the file is fsynced in place and the index
+row committed.  The :class:`Outcome` carries what a DICOM status and a
+DICOMweb FailureReason are both derived from.
+
+The node is assembled with one :class:`Ingest` (``NodeContext.ingest``);
+whoever assembles it (``node/server.py``, the CLI) registers hooks and
+listeners on it.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from pydicom import dcmread
 from pydicom.charset import python_encoding
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
-from . import metrics
-from .index.db import execute, write_transaction
+from . import integrity
+from .index import catalog, faults
+from .index.ingest_rows import Conflict, Entry, conflict, file_instance, lookup
 from .index.models import Instance, utcnow
-from .statuses import CANNOT_UNDERSTAND, DATASET_DOES_NOT_MATCH, OUT_OF_RESOURCES, PROCESSING_FAILURE
+from .space import SpaceGuard
+from .statuses import (
+    CANNOT_UNDERSTAND,
+    DATASET_DOES_NOT_MATCH,
+    OUT_OF_RESOURCES,
+    PROCESSING_FAILURE,
+)
 from .store import InstanceStore, UnsafePath
 from .uids import valid_uid
 
 log = logging.getLogger(__name__)
+
+REJECT = "reject"
+REPLACE = "replace"
+DUPLICATE_POLICIES = (REJECT, REPLACE)
 
 
 class Status(enum.Enum):
@@ -62,10 +95,26 @@ class Outcome:
     failure_code: int = 0  # DICOM status / DICOMweb FailureReason; 0 on success
     instance_id: int | None = None
     size: int = 0
+    # A short form of *reason* for a DIMSE ErrorComment (64 characters); "" to use *reason*.
+    comment: str = ""
+    # "replace" moved the instance (or its series or study) away from here.
+    moved_from_study: str = ""
+    moved_from_series: str = ""
+    # The ingest path already logged this refusal at WARNING (a door need not say it again).
+    logged: bool = False
 
     @property
     def ok(self) -> bool:
         return self.status is not Status.FAILED
+
+
+@dataclass(frozen=True)
+class Ingested:
+    """What a listener is told after each ingest: the outcome, where it came from, how long it took."""
+
+    outcome: Outcome
+    source: Source
+    seconds: float
 
 
 class Rejected(Exception):
@@ -77,16 +126,20 @@ class Rejected(Exception):
 
 
 # Called inside the indexing transaction for every stored instance, so that
-# what they write (e.g. a forwarding outbox row) commits with the instance.
+# what it writes (e.g. a forwarding outbox row) commits with the instance.
 IndexHook = Callable[[Instance, Source], None]
-index_hooks: list[IndexHook] = []
+# Called after the commit (or the refusal) of every instance; must not raise.
+Listener = Callable[[Ingested], None]
 
 # Defer values this large: we only read the header (never pixel data).
 _DEFER = 16 * 1024
+# Stores of one SOP Instance UID are serialised (file placement and its row
+# must not interleave); this many locks are shared by hash.
+_STRIPES = 64
 
 
-def read_header(path: Path) -> Dataset:
-    """Parse a Part-10 file up to its pixel data; raise Rejected if it is not DICOM."""
+def read_header(path: Path | BinaryIO) -> Dataset:
+    """Parse a Part-10 file (path or open file) up to its pixel data; raise Rejected if it is not DICOM."""
     try:
         ds = dcmread(path, stop_before_pixels=True, defer_size=_DEFER)
     except InvalidDicomError:
@@ -96,6 +149,24 @@ def read_header(path: Path) -> Dataset:
     except Exception as exc:  # pydicom raises many types on garbage input
         raise Rejected(CANNOT_UNDERSTAND, f"data set cannot be parsed: {exc}") from None
     return ds
+
+
+def check_whole(f: BinaryIO) -> None:
+    """Raise Rejected (0xC000) unless the open file holds one whole data set (see node.integrity).
+
+    0xC000 "cannot understand", not 0xA900 "does not match the SOP class":
+    the bytes do not form a data set at all, whatever its IOD, and sending
+    the same bytes again cannot succeed.
+    """
+    try:
+        integrity.check_file(f)
+    except integrity.Incomplete as exc:
+        message = str(exc)
+        if message.startswith("not a DICOM Part-10 file"):
+            message = "not a DICOM Part-10 file (no 'DICM' prefix or file meta)"
+        raise Rejected(CANNOT_UNDERSTAND, message) from None
+    except OSError as exc:
+        raise Rejected(PROCESSING_FAILURE, f"cannot read the received file: {exc}") from None
 
 
 class _Reader:
@@ -111,6 +182,10 @@ class _Reader:
 
     def __init__(self, ds: Dataset) -> None:
         self.ds = ds
+        # Elements by tag, as pydicom holds them (raw until converted): its
+        # get_item() turns every key into a Tag first, which cost more than
+        # the lookup itself over the forty attributes of a header.
+        self._elements = ds._dict
         raw = ds.get_item(0x00080005)
         charset = raw.value if raw is not None else None
         if isinstance(charset, bytes):
@@ -127,7 +202,7 @@ class _Reader:
             self.codec = "latin-1"
 
     def _raw(self, tag: int) -> bytes | str | None:
-        elem = self.ds.get_item(tag)
+        elem = self._elements.get(tag)
         return None if elem is None else elem.value
 
     def ascii(self, tag: int) -> str:
@@ -150,6 +225,8 @@ class _Reader:
         return _joined(self.ds, tag)
 
     def number(self, tag: int) -> int | None:
+        if tag not in self._elements:
+            return None
         try:
             value = self.ds[tag].value
             return int(value) if value not in (None, "") else None
@@ -176,253 +253,295 @@ class Header:
     """What the index keeps of one instance, read from its header."""
 
     sop_class_uid: str
-    sop_uid: str
-    series_uid: str
-    study_uid: str
     transfer_syntax: str
     charset: str
-    patient: dict[str, str]
-    study: dict[str, str]
-    series: dict[str, object]
-    instance: dict[str, object]
+    entry: Entry  # the columns of every level (node/index/ingest_rows.py)
+
+    @property
+    def sop_uid(self) -> str:
+        return self.entry.sop_uid
+
+    @property
+    def series_uid(self) -> str:
+        return self.entry.series_uid
+
+    @property
+    def study_uid(self) -> str:
+        return self.entry.study_uid
+
+
+# Which catalogue attribute fills each column of each level (the unique keys are the entry's UIDs).
+_COLUMNS = {
+    level: [c for c in catalog.columns(level) if not c.attribute.unique] for level in catalog.LEVELS
+}
+_UIDS = ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID")
+# How each stored catalogue attribute is read: (keyword, tag, reader), worked out once.
+_META, _NUMBER, _ASCII, _TEXT = range(4)
+_PLAN = [
+    (
+        a.keyword,
+        a.source_tag,
+        _META
+        if a.source_tag >> 16 == 0x0002
+        else _NUMBER
+        if a.match == catalog.INT
+        else _ASCII
+        if a.ascii
+        else _TEXT,
+    )
+    for a in catalog.ATTRIBUTES
+    if not a.computed
+]
+
+
+def _values(r: _Reader, meta: Dataset | None) -> dict[str, object]:
+    """The value of every stored catalogue attribute, by keyword."""
+    values: dict[str, object] = {}
+    for keyword, tag, reader in _PLAN:
+        if reader == _TEXT:
+            values[keyword] = r.text(tag)
+        elif reader == _ASCII:
+            values[keyword] = r.ascii(tag)
+        elif reader == _NUMBER:
+            values[keyword] = r.number(tag)
+        else:
+            values[keyword] = str(meta.get(tag).value or "").strip(" \0") if meta and tag in meta else ""
+    return values
+
+
+def _row(level: str, values: dict[str, object]) -> dict[str, object]:
+    row: dict[str, object] = {}
+    for column in _COLUMNS[level]:
+        value = values[column.attribute.keyword]
+        row[column.name] = name_key(str(value)) if column.folded else value
+    return row
 
 
 def extract(ds: Dataset) -> Header:
     """Pick out the indexed attributes; raise Rejected for missing or bad UIDs."""
     try:
         r = _Reader(ds)
-        uids = {
-            "SOPInstanceUID": r.ascii(0x00080018),
-            "SeriesInstanceUID": r.ascii(0x0020000E),
-            "StudyInstanceUID": r.ascii(0x0020000D),
-        }
-        sop_class = r.ascii(0x00080016)
-        meta = getattr(ds, "file_meta", None)
-        transfer_syntax = str(getattr(meta, "TransferSyntaxUID", "") or "")
+        values = _values(r, getattr(ds, "file_meta", None))
         charset = r.charset
-        patient_name = r.text(0x00100010)
-        referring = r.text(0x00080090)
-        header = Header(
-            sop_class_uid=sop_class,
-            sop_uid=uids["SOPInstanceUID"],
-            series_uid=uids["SeriesInstanceUID"],
-            study_uid=uids["StudyInstanceUID"],
-            transfer_syntax=transfer_syntax,
-            charset=charset,
-            patient={
-                "patient_id": r.text(0x00100020),
-                "patient_name": patient_name,
-                "patient_name_key": name_key(patient_name),
-                "birth_date": r.ascii(0x00100030),
-                "sex": r.ascii(0x00100040),
-                "issuer_of_patient_id": r.text(0x00100021),
-                "charset": charset,
-            },
-            study={
-                "study_date": r.ascii(0x00080020),
-                "study_time": r.ascii(0x00080030),
-                "accession_number": r.text(0x00080050),
-                "study_id": r.text(0x00200010),
-                "study_description": r.text(0x00081030),
-                "referring_physician": referring,
-                "referring_physician_key": name_key(referring),
-                "institution_name": r.text(0x00080080),
-                "charset": charset,
-            },
-            series={
-                "modality": r.ascii(0x00080060),
-                "series_number": r.number(0x00200011),
-                "series_description": r.text(0x0008103E),
-                "series_date": r.ascii(0x00080021),
-                "series_time": r.ascii(0x00080031),
-                "body_part_examined": r.ascii(0x00180015),
-                "protocol_name": r.text(0x00181030),
-            },
-            instance={
-                "sop_class_uid": sop_class,
-                "instance_number": r.number(0x00200013),
-                "transfer_syntax": transfer_syntax,
-                "rows": r.number(0x00280010),
-                "columns": r.number(0x00280011),
-                "number_of_frames": r.number(0x00280008),
-                "content_date": r.ascii(0x00080023),
-                "content_time": r.ascii(0x00080033),
-                "charset": charset,
-            },
+        entry = Entry(
+            patient_id=str(values["PatientID"]),
+            study_uid=str(values["StudyInstanceUID"]),
+            series_uid=str(values["SeriesInstanceUID"]),
+            sop_uid=str(values["SOPInstanceUID"]),
+            patient={**_row("PATIENT", values), "charset": charset},
+            study={**_row("STUDY", values), "charset": charset},
+            series=_row("SERIES", values),
+            instance={**_row("IMAGE", values), "charset": charset},
         )
-    except Rejected:
-        raise
     except Exception as exc:
         raise Rejected(CANNOT_UNDERSTAND, f"data set cannot be parsed: {exc}") from None
-    for keyword, uid in uids.items():
+    for keyword in _UIDS:
+        uid = str(values[keyword])
         if not uid:
             raise Rejected(DATASET_DOES_NOT_MATCH, f"missing {keyword}")
         if not valid_uid(uid):
             raise Rejected(DATASET_DOES_NOT_MATCH, f"{keyword} is not a valid UID: {uid[:80]!r}")
+    sop_class = str(values["SOPClassUID"])
     if not sop_class:
         raise Rejected(DATASET_DOES_NOT_MATCH, "missing SOPClassUID")
+    transfer_syntax = str(values["AvailableTransferSyntaxUID"])
     if not transfer_syntax:
         raise Rejected(CANNOT_UNDERSTAND, "missing TransferSyntaxUID in the file meta")
-    return header
+    return Header(sop_class, transfer_syntax, charset, entry)
 
 
-@metrics.counts_ingest  # until ingest calls listeners after the commit: then one of them
-def ingest_file(store: InstanceStore, path: Path, source: Source, *, take: bool) -> Outcome:
-    """Store and index the Part-10 file at *path*.
+class Ingest:
+    """The ingest path of one node: its store, duplicates policy, free-space floor and subscribers."""
 
-    With *take*, the file is the caller's temporary copy and is moved into
-    the store (or deleted on failure); otherwise it is copied and left alone.
-    """
-    try:
-        header = extract(read_header(path))
-        relative = store.relative_path(header.study_uid, header.series_uid, header.sop_uid)
-    except (Rejected, UnsafePath) as exc:
-        if take:
-            path.unlink(missing_ok=True)
-        code = exc.code if isinstance(exc, Rejected) else DATASET_DOES_NOT_MATCH
-        log.debug("rejected %s: %s", path, exc)
-        return Outcome(Status.FAILED, reason=str(exc), failure_code=code)
-    try:
-        size = store.commit(path, relative, take=take)
-        instance, replaced_path, replaced = _index(header, relative, size, source)
-    except Exception as exc:
-        log.exception("storing %s failed", header.sop_uid)
+    def __init__(
+        self, store: InstanceStore, *, duplicates: str = REJECT, space: SpaceGuard | None = None
+    ) -> None:
+        if duplicates not in DUPLICATE_POLICIES:
+            raise ValueError(f"duplicates must be one of {DUPLICATE_POLICIES}, not {duplicates!r}")
+        self.store = store
+        self.replace = duplicates == REPLACE
+        self.space = space
+        self.index_hooks: list[IndexHook] = []
+        self.listeners: list[Listener] = []
+        self._stripes = [threading.Lock() for _ in range(_STRIPES)]
+        # (time.monotonic(), reason) of the last instance refused because a disk or the index was full.
+        self.last_full: tuple[float, str] | None = None
+
+    # -- subscribers -------------------------------------------------------------
+
+    def add_index_hook(self, hook: IndexHook) -> None:
+        """Run *hook* inside every indexing transaction (what it writes commits with the instance)."""
+        self.index_hooks.append(hook)
+
+    def add_listener(self, listener: Listener) -> None:
+        """Tell *listener* of every ingest once it is committed or refused (see :class:`Ingested`).
+
+        It is called in the ingesting thread before the sender is answered, so
+        it must be quick (count, set an event, drop a cache entry); what it
+        raises is logged and changes nothing.
+        """
+        self.listeners.append(listener)
+
+    # -- the path ----------------------------------------------------------------
+
+    def ingest_file(self, path: Path, source: Source, *, take: bool) -> Outcome:
+        """Store and index the Part-10 file at *path*.
+
+        With *take*, the file is the caller's temporary copy and is moved into
+        the store (or deleted on failure); otherwise it is copied and left alone.
+        """
+        started = time.perf_counter()
+        outcome = self._ingest(path, source, take)
+        if self.listeners:
+            event = Ingested(outcome, source, time.perf_counter() - started)
+            for listener in self.listeners:
+                try:
+                    listener(event)
+                except Exception:  # a listener never changes what the sender is told
+                    log.exception("ingest listener %r failed", listener)
+        return outcome
+
+    def _ingest(self, path: Path, source: Source, take: bool) -> Outcome:
+        try:
+            header = self._read(path)
+            relative = self.store.relative_path(header.study_uid, header.series_uid, header.sop_uid)
+            refusal = self.space.refusal() if self.space is not None else None
+            if refusal:
+                raise Rejected(OUT_OF_RESOURCES, refusal)
+        except (Rejected, UnsafePath) as exc:
+            if take:
+                path.unlink(missing_ok=True)
+            code = exc.code if isinstance(exc, Rejected) else DATASET_DOES_NOT_MATCH
+            level = logging.WARNING if code == OUT_OF_RESOURCES else logging.INFO
+            log.log(level, "refused %s from %s: %s", path.name, source.label, exc)
+            return Outcome(Status.FAILED, reason=str(exc), failure_code=code)
+        with self._stripes[hash(header.sop_uid) % _STRIPES]:
+            return self._file(header, relative, path, source, take)
+
+    @staticmethod
+    def _read(path: Path) -> Header:
+        """Check the file is one whole data set and read its header (one open for both)."""
+        try:
+            f = open(path, "rb")  # noqa: SIM115 - closed below, after both readers
+        except OSError as exc:
+            raise Rejected(PROCESSING_FAILURE, f"cannot read the received file: {exc}") from None
+        with f:
+            check_whole(f)
+            f.seek(0)
+            return extract(read_header(f))
+
+    def _file(self, header: Header, relative: str, path: Path, source: Source, take: bool) -> Outcome:
+        if not self.replace and self.store.exists(relative):
+            # The file would replace one held under the same path: judge first, so a
+            # refused data set never touches it, not even for the span of a transaction.
+            try:
+                clash = conflict(lookup(header.entry), header.entry)
+            except Exception as exc:
+                return self._fault(header, exc, path if take else None)
+            if clash is not None:
+                if take:
+                    path.unlink(missing_ok=True)
+                return self._conflict(header, clash, source)
+        try:
+            placement = self.store.place(path, relative, take=take)
+        except Exception as exc:
+            return self._fault(header, exc, None)
+        hooks = self.index_hooks
+
+        def inside(instance: Instance) -> None:
+            for hook in hooks:
+                hook(instance, source)
+
+        now = utcnow()
+        file = {
+            "path": relative,
+            "size": placement.size,
+            "received_at": now,
+            "calling_aet": source.calling_aet,
+            "source": source.label,
+        }
+        try:
+            filed = file_instance(header.entry, file, replace=self.replace, inside=inside, now=now)
+        except Exception as exc:
+            self._undo(placement)
+            if isinstance(exc, Conflict):
+                return self._conflict(header, exc, source)
+            return self._fault(header, exc, None)
+        self.store.settle(placement)
+        if filed.old_path and filed.old_path != relative:
+            self.store.remove(filed.old_path)  # "replace" moved it: the old file goes
+        if self.space is not None:
+            self.space.admitted(placement.size)
+        moved = filed.moved_from
+        if moved is not None:
+            log.warning(
+                "replaced %s from %s: moved from study %s (patient ID %r) to study %s (patient ID %r)",
+                header.sop_uid,
+                source.label,
+                moved.study_uid,
+                moved.patient_id,
+                header.study_uid,
+                header.entry.patient_id,
+            )
+        # Without a lookup the index does not say whether the instance was held: its file does.
+        replaced = filed.replaced if filed.replaced is not None else placement.backup is not None
+        return Outcome(
+            Status.REPLACED if replaced else Status.STORED,
+            **self._uids(header),
+            instance_id=filed.instance.id,
+            size=placement.size,
+            moved_from_study=moved.study_uid if moved else "",
+            moved_from_series=(moved.series_uid or "") if moved else "",
+        )
+
+    def _undo(self, placement) -> None:
+        """Take the file back after a failed indexing; never raise (the failure is answered anyway)."""
+        try:
+            self.store.undo(placement)
+        except OSError:
+            log.exception("could not take back %s after a failed indexing", placement.relative)
+
+    @staticmethod
+    def _uids(header: Header) -> dict[str, str]:
+        return {
+            "sop_class_uid": header.sop_class_uid,
+            "sop_instance_uid": header.sop_uid,
+            "study_uid": header.study_uid,
+            "series_uid": header.series_uid,
+        }
+
+    def _conflict(self, header: Header, clash: Conflict, source: Source) -> Outcome:
+        """Refused: filed elsewhere.  0xA900: a Storage failure every SCU knows (DCMTK reports
+        0x0111 "duplicate SOP instance", an N-service status, as unknown) and does not retry;
+        the ErrorComment says where the instance is held."""
+        log.warning(
+            "refused %s from %s: %s ([storage].duplicates = \"reject\")", header.sop_uid, source.label, clash
+        )
         return Outcome(
             Status.FAILED,
-            sop_class_uid=header.sop_class_uid,
-            sop_instance_uid=header.sop_uid,
-            study_uid=header.study_uid,
-            series_uid=header.series_uid,
-            reason=f"could not store the instance: {exc}",
-            failure_code=OUT_OF_RESOURCES if isinstance(exc, OSError) else PROCESSING_FAILURE,
+            **self._uids(header),
+            reason=f"{clash.reason}; refused, nothing changed ([storage].duplicates = \"reject\")",
+            comment=clash.comment,
+            failure_code=DATASET_DOES_NOT_MATCH,
+            logged=True,
         )
-    if replaced_path and replaced_path != relative:
-        store.remove(replaced_path)
-    return Outcome(
-        Status.REPLACED if replaced else Status.STORED,
-        sop_class_uid=header.sop_class_uid,
-        sop_instance_uid=header.sop_uid,
-        study_uid=header.study_uid,
-        series_uid=header.series_uid,
-        instance_id=instance.id,
-        size=size,
-    )
 
-
-def _q(name: str) -> str:
-    return f'"{name}"'
-
-
-def _upsert_sql(table: str, key: str, columns: list[str], *, parent: str | None = None) -> str:
-    """INSERT ... ON CONFLICT (key) DO UPDATE ... RETURNING id, for one level.
-
-    Portable to SQLite >= 3.35 and PostgreSQL.  Empty incoming values never
-    overwrite stored ones (an instance without StudyDescription leaves the
-    study's alone); ``updated_at`` always moves, which is what invalidates
-    caches built from the study.
-    """
-    cols = [key, *([parent] if parent else []), *columns, "created_at", "updated_at"]
-    sets = [
-        f"{_q(c)} = COALESCE(excluded.{_q(c)}, {_q(table)}.{_q(c)})"
-        if c == "series_number"
-        else f"{_q(c)} = CASE WHEN excluded.{_q(c)} = '' THEN {_q(table)}.{_q(c)} ELSE excluded.{_q(c)} END"
-        for c in columns
-    ]
-    if parent:
-        sets.append(f"{_q(parent)} = excluded.{_q(parent)}")
-    sets.append('"updated_at" = excluded."updated_at"')
-    return (
-        f"INSERT INTO {_q(table)} ({', '.join(map(_q, cols))}) VALUES ({', '.join('?' * len(cols))}) "
-        f'ON CONFLICT ({_q(key)}) DO UPDATE SET {", ".join(sets)} RETURNING "id"'
-    )
-
-
-_PATIENT_COLS = ["patient_name", "patient_name_key", "birth_date", "sex", "issuer_of_patient_id", "charset"]
-_STUDY_COLS = [
-    "study_date",
-    "study_time",
-    "accession_number",
-    "study_id",
-    "study_description",
-    "referring_physician",
-    "referring_physician_key",
-    "institution_name",
-    "charset",
-]
-_SERIES_COLS = [
-    "modality",
-    "series_number",
-    "series_description",
-    "series_date",
-    "series_time",
-    "body_part_examined",
-    "protocol_name",
-]
-_INSTANCE_COLS = [
-    "sop_class_uid",
-    "instance_number",
-    "transfer_syntax",
-    "rows",
-    "columns",
-    "number_of_frames",
-    "content_date",
-    "content_time",
-    "charset",
-    "path",
-    "size",
-    "received_at",
-    "calling_aet",
-    "source",
-]
-_SQL_PATIENT = _upsert_sql("patient", "patient_id", _PATIENT_COLS)
-_SQL_STUDY = _upsert_sql("study", "study_uid", _STUDY_COLS, parent="patient_id")
-_SQL_SERIES = _upsert_sql("series", "series_uid", _SERIES_COLS, parent="study_id")
-_SQL_OLD_INSTANCE = 'SELECT "id", "path" FROM "instance" WHERE "sop_uid" = ?'
-_SQL_INSERT_INSTANCE = (
-    f'INSERT INTO "instance" ("sop_uid", "series_id", {", ".join(map(_q, _INSTANCE_COLS))}) '
-    f'VALUES ({", ".join("?" * (len(_INSTANCE_COLS) + 2))}) RETURNING "id"'
-)
-_SQL_UPDATE_INSTANCE = (
-    f'UPDATE "instance" SET "series_id" = ?, {", ".join(f"{_q(c)} = ?" for c in _INSTANCE_COLS)} '
-    'WHERE "id" = ?'
-)
-
-
-def _index(header: Header, relative: str, size: int, source: Source) -> tuple[Instance, str | None, bool]:
-    """Upsert the four levels in one transaction; returns (row, old path, replaced).
-
-    Hand-written statements: this runs once per received instance, and
-    building the equivalent peewee queries cost several times the SQL itself.
-    """
-    now = utcnow()
-    h = header
-    inst = dict(
-        h.instance,
-        path=relative,
-        size=size,
-        received_at=now,
-        calling_aet=source.calling_aet,
-        source=source.label,
-    )
-    with write_transaction():
-        (patient_id,) = execute(
-            _SQL_PATIENT, [h.patient["patient_id"], *(h.patient[c] for c in _PATIENT_COLS), now, now]
-        ).fetchone()
-        (study_id,) = execute(
-            _SQL_STUDY, [h.study_uid, patient_id, *(h.study[c] for c in _STUDY_COLS), now, now]
-        ).fetchone()
-        (series_id,) = execute(
-            _SQL_SERIES, [h.series_uid, study_id, *(h.series[c] for c in _SERIES_COLS), now, now]
-        ).fetchone()
-        old = execute(_SQL_OLD_INSTANCE, [h.sop_uid]).fetchone()
-        values = [inst[c] for c in _INSTANCE_COLS]
-        if old is None:
-            (instance_id,) = execute(_SQL_INSERT_INSTANCE, [h.sop_uid, series_id, *values]).fetchone()
-            old_path = None
+    def _fault(self, header: Header, exc: Exception, leftover: Path | None) -> Outcome:
+        """A failure to write or index: out of resources when full, a processing failure otherwise."""
+        if leftover is not None:
+            leftover.unlink(missing_ok=True)
+        cause = faults.describe(exc)
+        if faults.is_full(exc):
+            where = "index" if _from_index(exc) else "storage"
+            reason, code = f"{where} full: {cause}", OUT_OF_RESOURCES
+            self.last_full = (time.monotonic(), reason)
+            log.warning("refused %s: %s", header.sop_uid, reason)
         else:
-            instance_id, old_path = old
-            execute(_SQL_UPDATE_INSTANCE, [series_id, *values, instance_id])
-        instance = Instance(id=instance_id, sop_uid=h.sop_uid, series=series_id, **inst)
-        for hook in index_hooks:
-            hook(instance, source)
-    return instance, old_path, old is not None
+            reason, code = f"could not store the instance: {cause}", PROCESSING_FAILURE
+            log.error("storing %s failed: %s", header.sop_uid, cause, exc_info=exc)
+        return Outcome(Status.FAILED, **self._uids(header), reason=reason, failure_code=code)
+
+
+def _from_index(exc: BaseException) -> bool:
+    """True when the failure came from the database rather than the file system."""
+    return not isinstance(faults.root_cause(exc), OSError)

@@ -143,20 +143,9 @@ def instance_received(outcome: Any, source: Any) -> None:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def counts_ingest(func: F) -> F:
-    """Decorate the ingest function ``(store, path, source, *, take) -> Outcome`` to count outcomes.
-
-    A stopgap until ingest calls listeners after its commit: then
-    :func:`instance_received` is registered as one of them instead.
-    """
-
-    @functools.wraps(func)
-    def wrapper(store, path, source, *, take):  # noqa: ANN001, ANN202 - the decorated signature
-        outcome = func(store, path, source, take=take)
-        instance_received(outcome, source)
-        return outcome
-
-    return wrapper  # type: ignore[return-value]
+def ingest_listener(ingested: Any) -> None:
+    """After-commit listener of the ingest path (``node.ingest.Ingested``): count its outcome."""
+    instance_received(ingested.outcome, ingested.source)
 
 
 def observe(operation: str, seconds: float) -> None:

@@ -20,7 +20,7 @@ import time
 
 import uvicorn
 
-from . import deletion
+from . import deletion, metrics
 from .config import ConfigError, Settings
 from .context import NodeContext, open_context
 from .dimse import ae as dimse_ae
@@ -156,6 +156,7 @@ def serve(settings: Settings) -> int:
     # Until the reloader is in place a SIGHUP must not kill the node (its default action).
     signal.signal(signal.SIGHUP, lambda *_: log.warning("SIGHUP during start-up ignored: send it again"))
     ctx: NodeContext = open_context(settings)
+    ctx.store.hold()
     ctx.store.discard_temp()
     use_store_tempdir(ctx.store)
     finished = deletion.finish_pending(ctx)
@@ -174,6 +175,7 @@ def serve(settings: Settings) -> int:
         log.error("%s", exc)
         return 1
     # One job runner for every kind of long work; each kind is one registration.
+    ctx.ingest.add_listener(metrics.ingest_listener)
     runner = JobRunner(settings.jobs)
     forwarder = Forwarder(ctx, runner)
     forwarder.install()

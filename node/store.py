@@ -9,11 +9,15 @@ read an instance back.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -21,10 +25,21 @@ from .uids import valid_uid
 
 TMP_DIR = ".tmp"
 SUFFIX = ".dcm"
+LOCK_FILE = ".in-use"
 
 
 class UnsafePath(ValueError):
     """A name built from input would leave the store or is not a UID."""
+
+
+@dataclass(frozen=True)
+class Placement:
+    """An instance file put in place by :meth:`InstanceStore.place`, not yet settled."""
+
+    relative: str
+    final: Path
+    backup: Path | None  # the file it replaced, kept until settled
+    size: int
 
 
 class InstanceStore:
@@ -35,6 +50,7 @@ class InstanceStore:
         self.tmp = self.root / TMP_DIR
         self.fsync = fsync
         self.tmp.mkdir(parents=True, exist_ok=True)
+        self._lock_fd: int | None = None
 
     # -- names ---------------------------------------------------------------
 
@@ -46,11 +62,16 @@ class InstanceStore:
         return f"{study_uid}/{series_uid}/{sop_uid}{SUFFIX}"
 
     def absolute(self, relative: str) -> Path:
-        """The absolute path of a store-relative path, refusing anything outside the store."""
-        path = (self.root / relative).resolve()
-        if self.root not in path.parents:
+        """The absolute path of a store-relative path, refusing anything outside the store.
+
+        Judged on the text (no ``..``, not absolute): the store's own paths are
+        built from validated UIDs, and resolving symlinks cost a system call
+        per path component on every instance stored or read.
+        """
+        norm = os.path.normpath(relative)
+        if os.path.isabs(norm) or norm in (".", "..") or norm.startswith("../") or "\0" in norm:
             raise UnsafePath(f"path outside the store: {relative!r}")
-        return path
+        return self.root / norm
 
     # -- writing -------------------------------------------------------------
 
@@ -58,37 +79,84 @@ class InstanceStore:
         """A fresh name in the store's temp folder (same file system as the store)."""
         return self.tmp / f"{uuid.uuid4().hex}.part"
 
-    def commit(self, temp: Path, relative: str, *, take: bool = True) -> int:
+    def place(self, temp: Path, relative: str, *, take: bool = True) -> Placement:
         """Make *temp* durable and move (or copy, if not *take*) it to *relative*.
 
-        Returns the size in bytes.  An existing file at *relative* is replaced
-        atomically.
+        A file already at *relative* is replaced atomically, but kept (hard
+        linked under the temp folder) until :meth:`settle`: :meth:`undo` puts
+        it back, so a replacement whose indexing fails loses nothing.  On
+        error nothing is left behind (and *temp* is gone if it was taken).
         """
         final = self.absolute(relative)
-        final.parent.mkdir(parents=True, exist_ok=True)
         if not take:
             copy = self.temp_path()
-            shutil.copyfile(temp, copy)
+            try:
+                shutil.copyfile(temp, copy)
+            except BaseException:
+                _unlink_quietly(copy)
+                raise
             temp = copy
+        backup: Path | None = None
+        moved = False
         try:
+            final.parent.mkdir(parents=True, exist_ok=True)
             if self.fsync:
                 _fsync_file(temp)
+            if final.exists():
+                backup = self.tmp / f"{uuid.uuid4().hex}.old"
+                os.link(final, backup)
             try:
                 os.replace(temp, final)
-            except OSError:
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
                 # Another file system (e.g. a temp dir elsewhere): copy, then rename.
                 staged = self.temp_path()
-                shutil.copyfile(temp, staged)
-                if self.fsync:
-                    _fsync_file(staged)
-                os.replace(staged, final)
+                try:
+                    shutil.copyfile(temp, staged)
+                    if self.fsync:
+                        _fsync_file(staged)
+                    os.replace(staged, final)
+                except BaseException:
+                    _unlink_quietly(staged)
+                    raise
                 os.unlink(temp)
+            moved = True
+            if self.fsync:
+                _fsync_dir(final.parent)
+            size = final.stat().st_size
         except BaseException:
             _unlink_quietly(temp)
+            if backup is not None:
+                os.replace(backup, final)
+            elif moved:
+                _unlink_quietly(final)
             raise
-        if self.fsync:
-            _fsync_dir(final.parent)
-        return final.stat().st_size
+        return Placement(relative, final, backup, size)
+
+    def undo(self, placement: Placement) -> None:
+        """Take back a :meth:`place`: the replaced file returns, or the new one goes."""
+        if placement.backup is not None:
+            os.replace(placement.backup, placement.final)
+            if self.fsync:
+                _fsync_dir(placement.final.parent)
+        else:
+            self.remove(placement.relative)
+
+    def settle(self, placement: Placement) -> None:
+        """The placement stands: drop the replaced file kept for :meth:`undo`."""
+        if placement.backup is not None:
+            _unlink_quietly(placement.backup)
+
+    def commit(self, temp: Path, relative: str, *, take: bool = True) -> int:
+        """:meth:`place` and :meth:`settle` at once; returns the size in bytes."""
+        placement = self.place(temp, relative, take=take)
+        self.settle(placement)
+        return placement.size
+
+    def exists(self, relative: str) -> bool:
+        """True when an instance file is at *relative*."""
+        return self.absolute(relative).exists()
 
     def remove(self, relative: str) -> None:
         """Delete an instance file if present, and its folders once empty."""
@@ -102,18 +170,60 @@ class InstanceStore:
 
     def discard_temp(self, max_age_s: float = 0.0) -> int:
         """Remove temp files left by an interrupted write; return how many."""
-        import time
-
         removed = 0
-        now = time.time()
-        for entry in self.tmp.iterdir():
-            try:
-                if now - entry.stat().st_mtime >= max_age_s:
+        for entry, age in self.temp_files():
+            if age >= max_age_s:
+                try:
                     entry.unlink()
                     removed += 1
-            except OSError:
-                pass
+                except OSError:
+                    pass
         return removed
+
+    def temp_files(self) -> list[tuple[Path, float]]:
+        """Every file in the temp folder with its age in seconds (since its last change)."""
+        now = time.time()
+        found = []
+        for entry in self.tmp.iterdir():
+            try:
+                found.append((entry, now - entry.stat().st_mtime))
+            except OSError:
+                pass  # gone meanwhile
+        return found
+
+    # -- who is using the store ----------------------------------------------
+
+    def hold(self) -> None:
+        """Mark the store as in use by this process until it exits (a shared lock).
+
+        ``dicom-node check`` looks for it: temp files of a store in use may be
+        transfers in progress rather than debris.  A store whose disk is full
+        cannot get its lock file: the node still starts (and says why it
+        refuses data), ``check`` then counts every temp file as debris.
+        """
+        if self._lock_fd is None:
+            try:
+                fd = os.open(self.root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError:
+                return
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            self._lock_fd = fd
+
+    def in_use(self) -> bool:
+        """True when another process holds the store (:meth:`hold`)."""
+        if self._lock_fd is not None:
+            return True
+        try:
+            fd = os.open(self.root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # also releases the lock taken here
+        return False
 
     # -- reading -------------------------------------------------------------
 

@@ -79,7 +79,12 @@ def node_config(root: Path, **sections: dict[str, Any]) -> dict[str, Any]:
     config: dict[str, Any] = {
         "dicom": {"ae_title": NODE_AE, "host": "127.0.0.1", "port": free_port()},
         "http": {"host": "127.0.0.1", "port": free_port()},
-        "storage": {"path": str(root / "storage"), "database": str(root / "storage/index.sqlite")},
+        # min_free_bytes: the default (1 GiB) would refuse data on a nearly full test machine.
+        "storage": {
+            "path": str(root / "storage"),
+            "database": str(root / "storage/index.sqlite"),
+            "min_free_bytes": 1 << 20,
+        },
         "export": {"path": str(root / "storage/zip"), "compression": 3},
     }
     for name, values in sections.items():
@@ -120,6 +125,8 @@ class RunningNode:
     root: Path
     config: dict[str, Any]
     proc: subprocess.Popen | None = None
+    # The source tree whose node runs (another revision's, for a benchmark's before/after).
+    repo: Path = REPO
     log_path: Path = field(init=False)
     config_path: Path = field(init=False)
 
@@ -157,7 +164,7 @@ class RunningNode:
         with self.log_path.open("ab") as log:  # the child keeps its own copy of the handle
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "node", "serve", "--config", str(self.config_path)],
-                cwd=REPO,
+                cwd=self.repo,
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
@@ -240,6 +247,20 @@ def storescu(
 ) -> subprocess.CompletedProcess:
     """Send files or folders with DCMTK storescu; fail the test if it fails (when *check*)."""
     return dcmtk(*storescu_args(ae_title, port, *paths, aet=aet), check=check)
+
+
+def c_store(ae_title: str, port: int, ds, *, aet: str = "PYSCU"):
+    """C-STORE one pydicom Dataset with pynetdicom; returns the response status data set."""
+    from pynetdicom import AE
+
+    ae = AE(ae_title=aet)
+    ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
+    assoc = ae.associate("127.0.0.1", port, ae_title=ae_title)
+    assert assoc.is_established, f"no association with {ae_title} on port {port}"
+    try:
+        return assoc.send_c_store(ds)
+    finally:
+        assoc.release()
 
 
 def dataset_bytes(path: Path) -> bytes:
@@ -406,6 +427,7 @@ class Orthanc(_Process):
         modalities: dict[str, tuple[str, int]] | None = None,
         gdcm: bool = False,
         builtin_codecs_first: bool = False,
+        dicomweb_servers: dict[str, str] | None = None,
     ) -> None:
         self.root = root
         self.ae_title = ae_title
@@ -418,6 +440,8 @@ class Orthanc(_Process):
             raise RuntimeError("the orthanc-gdcm plugin is not installed (apt-get install -y orthanc-gdcm)")
         # True: DCMTK decodes/transcodes what it can, the plugin the rest (Orthanc's default: plugin first).
         self.builtin_codecs_first = builtin_codecs_first
+        # name -> DICOMweb root URL: servers Orthanc's DICOMweb client can reach (/dicom-web/servers/{name}).
+        self.dicomweb_servers = dicomweb_servers or {}
 
     @property
     def url(self) -> str:
@@ -445,7 +469,11 @@ class Orthanc(_Process):
             "StorageCompression": False,
             "Plugins": ([ORTHANC_DICOMWEB] if Path(ORTHANC_DICOMWEB).exists() else [])
             + ([self.gdcm] if self.gdcm else []),
-            "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+            "DicomWeb": {
+                "Enable": True,
+                "Root": "/dicom-web/",
+                "Servers": {name: [url] for name, url in self.dicomweb_servers.items()},
+            },
             "HttpServerEnabled": True,
             "KeepAlive": True,
             "HttpThreadsCount": 8,

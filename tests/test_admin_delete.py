@@ -24,7 +24,7 @@ from node.context import open_context
 from node.deletion import fingerprint, finish_pending
 from node.index.deletion import Target, delete_rows, pending_count
 from node.index.models import Instance
-from node.ingest import Source, ingest_file
+from node.ingest import Source
 from node.store import InstanceStore
 from tests.harness import NODE_AE, REPO, RunningNode, dcmtk, free_port, node_config, storescu, wait_until
 
@@ -228,11 +228,11 @@ def test_an_instance_stored_again_is_not_removed_with_its_deleted_copy(tmp_path)
     ctx = open_context(parse(node_config(tmp_path, storage={"fsync": False}), tmp_path))
     store: InstanceStore = ctx.store
     paths = write_corpus(tmp_path / "in", studies=1, series=1, instances=2)
-    first, second = (ingest_file(store, p, Source("import"), take=False) for p in paths)
+    first, second = (ctx.ingest.ingest_file(p, Source("import"), take=False) for p in paths)
 
     # Stored again (file and row) after its rows were deleted, before its file was removed.
     delete_rows([Target("instance", first.sop_instance_uid)], lambda p: fingerprint(store, p))
-    assert ingest_file(store, paths[0], Source("import"), take=False).ok
+    assert ctx.ingest.ingest_file(paths[0], Source("import"), take=False).ok
     # Only the file was replaced so far (its row is about to be written).
     delete_rows([Target("instance", second.sop_instance_uid)], lambda p: fingerprint(store, p))
     relative = store.relative_path(second.study_uid, second.series_uid, second.sop_instance_uid)

@@ -12,19 +12,19 @@ from bench.corpus import make_dataset, write
 from node.dicomweb import search
 from node.index.db import open_database
 from node.index.migrate import migrate
-from node.ingest import Source, ingest_file
+from node.ingest import Ingest, Source
 from node.store import InstanceStore
 
 
 @pytest.fixture(scope="module")
 def seven_studies(tmp_path_factory) -> list[str]:
     root: Path = tmp_path_factory.mktemp("search")
-    store = InstanceStore(root / "storage", fsync=False)
+    ingest = Ingest(InstanceStore(root / "storage", fsync=False))
     migrate(open_database(root / "storage" / "index.sqlite", durable=False))
     accessions = []
     for n in range(7):
         ds = make_dataset(study_uid=generate_uid(), series_uid=generate_uid(), accession=f"A{n}")
-        assert ingest_file(store, write(ds, root / "in" / f"{n}.dcm"), Source("import"), take=True).ok
+        assert ingest.ingest_file(write(ds, root / "in" / f"{n}.dcm"), Source("import"), take=True).ok
         accessions.append(f"A{n}")
     return accessions
 

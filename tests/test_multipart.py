@@ -132,7 +132,9 @@ def test_parse_media_type():
 
 def test_valid_boundary():
     assert valid_boundary("a" * 70)
-    assert not valid_boundary("a" * 71)
+    assert valid_boundary("a" * 73)  # Orthanc's DICOMweb client: two UUIDs
+    assert valid_boundary("a" * 200)
+    assert not valid_boundary("a" * 201)
     assert not valid_boundary("ends with space ")
     assert not valid_boundary("")
     assert not valid_boundary("bad\x00char")

@@ -11,7 +11,7 @@ from bench.corpus import make_dataset, write
 from node.index import query as q
 from node.index.db import open_database
 from node.index.migrate import migrate
-from node.ingest import Source, ingest_file
+from node.ingest import Ingest, Source
 from node.store import InstanceStore
 
 UIDS = {name: generate_uid() for name in ("S1", "S2", "S3", "S4", "S1CT", "S1MR", "S2CT", "S3US", "S4CT")}
@@ -21,7 +21,7 @@ UIDS = {name: generate_uid() for name in ("S1", "S2", "S3", "S4", "S1CT", "S1MR"
 def index(tmp_path_factory) -> dict[str, str]:
     """Four studies of three patients, ingested like any instance; returns the study UIDs."""
     root: Path = tmp_path_factory.mktemp("qindex")
-    store = InstanceStore(root / "storage", fsync=False)
+    ingest = Ingest(InstanceStore(root / "storage", fsync=False))
     migrate(open_database(root / "storage" / "index.sqlite", durable=False))
     layout = [
         # study, series, patient id, name, charset, accession, date, modality, sop class, instances
@@ -47,7 +47,7 @@ def index(tmp_path_factory) -> dict[str, str]:
                 series_number=n + 1,
             )
             path = write(ds, root / "in" / f"{series}_{i}.dcm")
-            assert ingest_file(store, path, Source("import"), take=True).ok
+            assert ingest.ingest_file(path, Source("import"), take=True).ok
     return UIDS
 
 

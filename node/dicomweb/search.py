@@ -16,6 +16,7 @@ from typing import Any
 
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
+from ..index import catalog
 from ..index import query as engine
 
 # Resource -> engine level, and the UID of each level a path may fix.
@@ -23,32 +24,11 @@ LEVELS = {"studies": "STUDY", "series": "SERIES", "instances": "IMAGE"}
 UID_KEYS = {"study": "StudyInstanceUID", "series": "SeriesInstanceUID"}
 
 # PS3.18 Table 6.7.1-2 (study), -2a (series), -2b (instance): the attributes
-# returned without includefield (those the index holds; RetrieveURL and
-# InstanceAvailability are added by to_json).
-STUDY_DEFAULTS = (
-    "StudyDate",
-    "StudyTime",
-    "AccessionNumber",
-    "ModalitiesInStudy",
-    "ReferringPhysicianName",
-    "PatientName",
-    "PatientID",
-    "PatientBirthDate",
-    "PatientSex",
-    "StudyInstanceUID",
-    "StudyID",
-    "StudyDescription",
-    "NumberOfStudyRelatedSeries",
-    "NumberOfStudyRelatedInstances",
-)
-SERIES_DEFAULTS = (
-    "Modality",
-    "SeriesDescription",
-    "SeriesInstanceUID",
-    "SeriesNumber",
-    "NumberOfSeriesRelatedInstances",
-)
-INSTANCE_DEFAULTS = ("SOPClassUID", "SOPInstanceUID", "InstanceNumber", "Rows", "Columns", "NumberOfFrames")
+# returned without includefield (those the index holds, as the catalogue
+# marks them; RetrieveURL and InstanceAvailability are added by to_json).
+STUDY_DEFAULTS = catalog.qido_defaults("STUDY")
+SERIES_DEFAULTS = catalog.qido_defaults("SERIES")
+INSTANCE_DEFAULTS = catalog.qido_defaults("IMAGE")
 
 # Query parameters that are not attributes (PS3.18 8.3.4).
 CONTROL = {"limit", "offset", "includefield", "fuzzymatching"}

@@ -3,7 +3,11 @@
 The XML is converted to the JSON model and then built by
 :mod:`node.dicomweb.json_model`, so both media types share one data set
 builder and one bulk-data path (``<BulkData uri=...>`` becomes a
-``BulkDataURI``).  ElementTree (expat) resolves no external entities.
+``BulkDataURI``).  ElementTree (expat) resolves no external entities, and
+expat bounds entity expansion.  The document is parsed incrementally and
+refused as soon as it nests deeper than sequences may
+(:data:`~node.dicomweb.json_model.MAX_SEQUENCE_DEPTH`), so a 100,000-deep
+document costs neither the memory of its tree nor the stack of converting it.
 """
 
 from __future__ import annotations
@@ -14,11 +18,14 @@ from typing import Any
 
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 
-from .json_model import MetadataError
+from .json_model import MAX_SEQUENCE_DEPTH, MetadataError
 
 # Binary numbers become JSON numbers; IS/DS keep their text (exactly as sent).
 _NUMBER_VRS = {"US", "UL", "SS", "SL", "UV", "SV", "FL", "FD"}
 _PN_PARTS = ("FamilyName", "GivenName", "MiddleName", "NamePrefix", "NameSuffix")
+# Element depth: NativeDicomModel, then DicomAttribute / Item per sequence level,
+# and under an attribute at most PersonName / Alphabetic / FamilyName.
+MAX_XML_DEPTH = 2 * MAX_SEQUENCE_DEPTH + 6
 
 
 def _local(tag: str) -> str:
@@ -32,12 +39,33 @@ def load_xml(path: Path, max_bytes: int) -> dict[str, Any]:
     if size > max_bytes:
         raise MetadataError(f"XML metadata part of {size} bytes is larger than the {max_bytes} bytes allowed")
     try:
-        root = ET.parse(path).getroot()
+        root = _parse(path)
     except ET.ParseError as exc:
         raise MetadataError(f"metadata part is not well-formed XML: {exc}") from None
     if _local(root.tag) != "NativeDicomModel":
         raise MetadataError(f"XML metadata root is <{_local(root.tag)}>, expected <NativeDicomModel>")
     return _attributes(root)
+
+
+def _parse(path: Path) -> ET.Element:
+    """The document's root, refusing it the moment it nests deeper than MAX_XML_DEPTH."""
+    depth = 0
+    root: ET.Element | None = None
+    for event, element in ET.iterparse(path, events=("start", "end")):
+        if event == "start":
+            depth += 1
+            if root is None:
+                root = element
+            if depth > MAX_XML_DEPTH:
+                raise MetadataError(
+                    f"XML metadata nested deeper than {MAX_XML_DEPTH} elements "
+                    f"(sequences may nest {MAX_SEQUENCE_DEPTH} levels)"
+                )
+        else:
+            depth -= 1
+    if root is None:  # pragma: no cover - iterparse raises on an empty document
+        raise MetadataError("XML metadata part is empty")
+    return root
 
 
 def _attributes(parent: ET.Element) -> dict[str, Any]:

@@ -122,9 +122,14 @@ def _deepest_level(filters: dict[str, str], root: str) -> str:
 
 
 def _codec(charset: object) -> str | None:
-    """The Python codec of a single-valued SpecificCharacterSet, None for code extensions."""
+    """The Python codec of a single-valued SpecificCharacterSet, None for code extensions or ASCII.
+
+    No character set (or ISO_IR 6) is the default repertoire, ASCII: pydicom
+    maps it to Latin-1 for lenient decoding, which must not make a response
+    claim it can hold "Müller" without saying so.
+    """
     values = [v for v in (charset if isinstance(charset, MultiValue | list) else [charset]) if v]
-    if len(values) > 1:
+    if len(values) > 1 or not values or str(values[0]).strip() in ("", "ISO_IR 6"):
         return None
     try:
         return convert_encodings(values or ["ISO_IR 6"])[0]
@@ -141,7 +146,12 @@ def _texts(match: dict[str, object]):
 
 
 def response_charset(request_charset: object, match: dict[str, object]) -> str | list | None:
-    """The SpecificCharacterSet of one response: the request's if it holds the values, else UTF-8."""
+    """The SpecificCharacterSet of one response: the request's if it holds the values, else UTF-8.
+
+    With no character set in the request the default repertoire (ASCII)
+    holds only ASCII values; anything else is answered in ISO_IR 192, and
+    the response then carries (0008,0005).
+    """
     codec = _codec(request_charset)
     try:
         for text in _texts(match):

@@ -15,7 +15,7 @@ from pydicom.dataset import Dataset
 
 from .. import metrics
 from ..context import NodeContext
-from ..ingest import Source, ingest_file
+from ..ingest import Source
 from ..statuses import status_text
 from . import fast_store
 from .associations import stats
@@ -39,13 +39,15 @@ def store_received(ctx: NodeContext, assoc, path: Path) -> tuple[int, str]:
     # tagged with it, so that store-and-forward never sends it back there.
     remote = ctx.settings.remote_by_ae(calling)
     source = Source("dimse", calling_aet=calling, remote=remote.name if remote else "")
-    outcome = ingest_file(ctx.store, path, source, take=True)
+    outcome = ctx.ingest.ingest_file(path, source, take=True)
     if outcome.ok:
         stats(assoc).count(outcome.status.value)
         return 0x0000, ""
     stats(assoc).count("failed")
-    _log_refusal(assoc, calling, outcome)
-    return outcome.failure_code, error_comment(outcome.reason)
+    if not outcome.logged:
+        _log_refusal(assoc, calling, outcome)
+    # The short form when the ingest path gave one (e.g. "already in study <UID>"): 64 characters.
+    return outcome.failure_code, error_comment(outcome.comment or outcome.reason)
 
 
 def _log_refusal(assoc, calling: str, outcome) -> None:

@@ -417,7 +417,7 @@ class ExportService:
 
             if remote.retrieve == "get":
                 progress = retrieve.get_study(
-                    remote, own_ae, uid, self.ctx.store, on_progress=on_progress, cancel=cancel
+                    remote, own_ae, uid, self.ctx.ingest, on_progress=on_progress, cancel=cancel
                 )
             else:
                 progress = retrieve.move_study(remote, own_ae, uid, on_progress=on_progress, cancel=cancel)

@@ -68,5 +68,30 @@ def execute(sql: str, params: list[object] | tuple[object, ...] = ()):
 def write_transaction() -> Iterator[None]:
     """A short write transaction that takes the write lock up front."""
     db = database.obj
-    with _write_lock, db.atomic("IMMEDIATE") if isinstance(db, peewee.SqliteDatabase) else db.atomic():
-        yield
+    with _write_lock:
+        try:
+            with db.atomic("IMMEDIATE") if isinstance(db, peewee.SqliteDatabase) else db.atomic():
+                yield
+        except peewee.OperationalError as exc:
+            # A COMMIT that fails under SQLITE_FULL (or an I/O error) is rolled
+            # back by SQLite itself; peewee's ROLLBACK then fails with "cannot
+            # rollback - no transaction is active", hiding the real error.
+            # Raise the real one (as the cause, so its own chain stays whole).
+            hidden = _hidden_by_rollback(exc)
+            if hidden is None:
+                raise
+            raise peewee.OperationalError(str(hidden)) from hidden
+
+
+def _hidden_by_rollback(exc: BaseException) -> BaseException | None:
+    """The error a failed ROLLBACK ("no transaction is active") was raised while handling."""
+    if "no transaction is active" not in str(exc):
+        return None
+    seen: set[int] = set()
+    current = exc.__cause__ or exc.__context__
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if "no transaction is active" not in str(current):
+            return current
+        current = current.__cause__ or current.__context__
+    return None

@@ -1,19 +1,23 @@
 """peewee models of the index: patient > study > series > instance.
 
-Each level holds what C-FIND and QIDO-RS match on and return.  Text is
-stored as Unicode (decoded with the data set's SpecificCharacterSet); the
-``*_key`` columns hold a case-folded copy of person names so that PN
-matching is case-insensitive for every script, not only ASCII.  Dates are
-kept as DICOM ``YYYYMMDD`` strings and times as ``HHMMSS.FFFFFF``, so that
-range matching is plain string comparison.
+Each level holds what C-FIND and QIDO-RS match on and return: the attribute
+columns come from the one catalogue (:mod:`node.index.catalog`); the columns
+declared here are the index's own (links, character set, file, times).
+Text is stored as Unicode (decoded with the data set's
+SpecificCharacterSet); the ``*_key`` columns hold a case-folded copy of
+person names so that PN matching is case-insensitive for every script, not
+only ASCII.  Dates are kept as DICOM ``YYYYMMDD`` strings and times as
+``HHMMSS.FFFFFF``, so that range matching is plain string comparison.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 
 import peewee
 
+from . import catalog
 from .db import database
 
 
@@ -28,61 +32,50 @@ class BaseModel(peewee.Model):
         legacy_table_names = False
 
 
+def _catalogue(level: str) -> Callable[[type[BaseModel]], type[BaseModel]]:
+    """Class decorator: add the catalogue's attribute columns of *level* to a model."""
+
+    def decorate(model: type[BaseModel]) -> type[BaseModel]:
+        for column in catalog.columns(level):
+            if column.integer:
+                field: peewee.Field = peewee.IntegerField(null=True, index=column.indexed)
+            else:
+                field = peewee.TextField(
+                    default="", unique=column.attribute.unique and not column.folded, index=column.indexed
+                )
+            model._meta.add_field(column.name, field)
+        return model
+
+    return decorate
+
+
+@_catalogue("PATIENT")
 class Patient(BaseModel):
-    patient_id = peewee.TextField(unique=True)
-    patient_name = peewee.TextField(default="")
-    patient_name_key = peewee.TextField(default="", index=True)
-    birth_date = peewee.TextField(default="")
-    sex = peewee.TextField(default="")
-    issuer_of_patient_id = peewee.TextField(default="")
     charset = peewee.TextField(default="")
     created_at = peewee.DateTimeField(default=utcnow)
     updated_at = peewee.DateTimeField(default=utcnow)
 
 
+@_catalogue("STUDY")
 class Study(BaseModel):
-    study_uid = peewee.TextField(unique=True)
     patient = peewee.ForeignKeyField(Patient, backref="studies", on_delete="CASCADE")
-    study_date = peewee.TextField(default="", index=True)
-    study_time = peewee.TextField(default="")
-    accession_number = peewee.TextField(default="", index=True)
-    study_id = peewee.TextField(default="")
-    study_description = peewee.TextField(default="")
-    referring_physician = peewee.TextField(default="")
-    referring_physician_key = peewee.TextField(default="")
-    institution_name = peewee.TextField(default="")
     charset = peewee.TextField(default="")
     created_at = peewee.DateTimeField(default=utcnow)
-    # Bumped whenever an instance of the study is added or replaced: caches
-    # built from the study (ZIP archives) compare against it.
+    # Bumped whenever an instance of the study is added, replaced or moved in
+    # or out: caches built from the study (ZIP archives) compare against it.
     updated_at = peewee.DateTimeField(default=utcnow)
 
 
+@_catalogue("SERIES")
 class Series(BaseModel):
-    series_uid = peewee.TextField(unique=True)
     study = peewee.ForeignKeyField(Study, backref="series", on_delete="CASCADE")
-    modality = peewee.TextField(default="", index=True)
-    series_number = peewee.IntegerField(null=True)
-    series_description = peewee.TextField(default="")
-    series_date = peewee.TextField(default="")
-    series_time = peewee.TextField(default="")
-    body_part_examined = peewee.TextField(default="")
-    protocol_name = peewee.TextField(default="")
     created_at = peewee.DateTimeField(default=utcnow)
     updated_at = peewee.DateTimeField(default=utcnow)
 
 
+@_catalogue("IMAGE")
 class Instance(BaseModel):
-    sop_uid = peewee.TextField(unique=True)
     series = peewee.ForeignKeyField(Series, backref="instances", on_delete="CASCADE")
-    sop_class_uid = peewee.TextField(default="")
-    instance_number = peewee.IntegerField(null=True)
-    transfer_syntax = peewee.TextField(default="")
-    rows = peewee.IntegerField(null=True)
-    columns = peewee.IntegerField(null=True)
-    number_of_frames = peewee.IntegerField(null=True)
-    content_date = peewee.TextField(default="")
-    content_time = peewee.TextField(default="")
     charset = peewee.TextField(default="")
     # Relative to [storage].path; built from validated UIDs only.
     path = peewee.TextField()

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import peewee
 
-from ..ingest import Source, index_hooks
+from ..ingest import Ingest, Source
 from .db import execute, write_transaction
 from .models import BaseModel, Instance, utcnow
 
@@ -86,11 +86,13 @@ class OutboxHook:
                 self.notify(name)
 
 
-def install_hook(remote_names: Iterable[str], notify: Callable[[str], None] | None = None) -> OutboxHook:
-    """Register (replacing any earlier one) the hook that fills the outbox for *remote_names*."""
-    index_hooks[:] = [h for h in index_hooks if not isinstance(h, OutboxHook)]
+def install_hook(
+    ingest: Ingest, remote_names: Iterable[str], notify: Callable[[str], None] | None = None
+) -> OutboxHook:
+    """Register on *ingest* (replacing any earlier one) the hook that fills the outbox for *remote_names*."""
+    ingest.index_hooks[:] = [h for h in ingest.index_hooks if not isinstance(h, OutboxHook)]
     hook = OutboxHook(remote_names, notify)
-    index_hooks.append(hook)
+    ingest.add_index_hook(hook)
     return hook
 
 

@@ -26,9 +26,10 @@ from dataclasses import dataclass
 import peewee
 
 from ..uids import valid_uid
+from . import catalog
 from .db import database, execute
 
-LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
+LEVELS = catalog.LEVELS
 ROOTS = ("PATIENT", "STUDY", "PATIENT_STUDY_ONLY")
 
 # Table alias and parent link of each level, top to bottom.
@@ -84,7 +85,7 @@ class InstanceRef:
     size: int
 
 
-# -- the attributes the index holds -----------------------------------------------
+# -- the attributes the index holds (node/index/catalog.py) ---------------------------
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,17 @@ class _Attr:
     # For computed multi-valued keys: the sub-query to match with EXISTS,
     # given the condition on its column alias "v".
     exists: Callable[[str], str] | None = None
+    # Patient attributes: the study's own copy, answered at the STUDY level and below.
+    study_sql: str = ""
+    study_key_sql: str = ""
+
+    def column(self, depth: int) -> str:
+        """The expression answered at query depth *depth*."""
+        return self.study_sql if self.study_sql and depth >= 1 else self.sql
+
+    def key(self, depth: int) -> str:
+        """The case-folded column a person name is matched on at *depth*."""
+        return self.study_key_sql if self.study_key_sql and depth >= 1 else self.key_sql
 
 
 def _agg_distinct(expr: str) -> str:
@@ -113,102 +125,56 @@ def _col(alias: str, column: str) -> str:
 
 _STUDY_INSTANCES = 'FROM instance x JOIN series y ON x."series_id" = y."id" WHERE y."study_id" = st."id"'
 
-_ATTRS: dict[str, _Attr] = {
-    a.keyword: a
-    for a in (
-        # PATIENT
-        _Attr("PatientID", 0, "text", _col("p", "patient_id")),
-        _Attr("PatientName", 0, "pn", _col("p", "patient_name"), _col("p", "patient_name_key")),
-        _Attr("PatientBirthDate", 0, "date", _col("p", "birth_date")),
-        _Attr("PatientSex", 0, "text", _col("p", "sex")),
-        _Attr("IssuerOfPatientID", 0, "text", _col("p", "issuer_of_patient_id")),
-        _Attr(
-            "NumberOfPatientRelatedStudies",
-            0,
-            "count",
-            '(SELECT COUNT(*) FROM study x WHERE x."patient_id" = p."id")',
+# The SQL of the computed keys of the catalogue (counts and value lists).
+_COMPUTED: dict[str, tuple[str, Callable[[str], str] | None]] = {
+    "NumberOfPatientRelatedStudies": ('(SELECT COUNT(*) FROM study x WHERE x."patient_id" = p."id")', None),
+    "NumberOfPatientRelatedSeries": (
+        '(SELECT COUNT(*) FROM series x JOIN study y ON x."study_id" = y."id" WHERE y."patient_id" = p."id")',
+        None,
+    ),
+    "NumberOfPatientRelatedInstances": (
+        '(SELECT COUNT(*) FROM instance x JOIN series y ON x."series_id" = y."id"'
+        ' JOIN study z ON y."study_id" = z."id" WHERE z."patient_id" = p."id")',
+        None,
+    ),
+    "NumberOfStudyRelatedSeries": ('(SELECT COUNT(*) FROM series x WHERE x."study_id" = st."id")', None),
+    "NumberOfStudyRelatedInstances": (f"(SELECT COUNT(*) {_STUDY_INSTANCES})", None),
+    "NumberOfSeriesRelatedInstances": (
+        '(SELECT COUNT(*) FROM instance x WHERE x."series_id" = se."id")',
+        None,
+    ),
+    # The returned lists are dialect-dependent aggregates: see _LIST_SQL.
+    "ModalitiesInStudy": (
+        "",
+        lambda cond: (
+            'EXISTS (SELECT 1 FROM series x WHERE x."study_id" = st."id" AND ' + cond('x."modality"') + ")"
         ),
-        _Attr(
-            "NumberOfPatientRelatedSeries",
-            0,
-            "count",
-            '(SELECT COUNT(*) FROM series x JOIN study y ON x."study_id" = y."id"'
-            ' WHERE y."patient_id" = p."id")',
-        ),
-        _Attr(
-            "NumberOfPatientRelatedInstances",
-            0,
-            "count",
-            '(SELECT COUNT(*) FROM instance x JOIN series y ON x."series_id" = y."id"'
-            ' JOIN study z ON y."study_id" = z."id" WHERE z."patient_id" = p."id")',
-        ),
-        # STUDY
-        _Attr("StudyInstanceUID", 1, "uid", _col("st", "study_uid")),
-        _Attr("StudyDate", 1, "date", _col("st", "study_date")),
-        _Attr("StudyTime", 1, "time", _col("st", "study_time")),
-        _Attr("AccessionNumber", 1, "text", _col("st", "accession_number")),
-        _Attr("StudyID", 1, "text", _col("st", "study_id")),
-        _Attr("StudyDescription", 1, "text", _col("st", "study_description")),
-        _Attr(
-            "ReferringPhysicianName",
-            1,
-            "pn",
-            _col("st", "referring_physician"),
-            _col("st", "referring_physician_key"),
-        ),
-        _Attr("InstitutionName", 1, "text", _col("st", "institution_name")),
-        _Attr(
-            "NumberOfStudyRelatedSeries",
-            1,
-            "count",
-            '(SELECT COUNT(*) FROM series x WHERE x."study_id" = st."id")',
-        ),
-        _Attr("NumberOfStudyRelatedInstances", 1, "count", f"(SELECT COUNT(*) {_STUDY_INSTANCES})"),
-        _Attr(
-            "ModalitiesInStudy",
-            1,
-            "list",
-            "",  # filled in at query time (dialect-dependent aggregate)
-            exists=lambda cond: (
-                'EXISTS (SELECT 1 FROM series x WHERE x."study_id" = st."id" AND '
-                + cond('x."modality"')
-                + ")"
-            ),
-        ),
-        _Attr(
-            "SOPClassesInStudy",
-            1,
-            "list",
-            "",
-            exists=lambda cond: f"EXISTS (SELECT 1 {_STUDY_INSTANCES} AND " + cond('x."sop_class_uid"') + ")",
-        ),
-        # SERIES
-        _Attr("SeriesInstanceUID", 2, "uid", _col("se", "series_uid")),
-        _Attr("Modality", 2, "text", _col("se", "modality")),
-        _Attr("SeriesNumber", 2, "int", _col("se", "series_number")),
-        _Attr("SeriesDescription", 2, "text", _col("se", "series_description")),
-        _Attr("SeriesDate", 2, "date", _col("se", "series_date")),
-        _Attr("SeriesTime", 2, "time", _col("se", "series_time")),
-        _Attr("BodyPartExamined", 2, "text", _col("se", "body_part_examined")),
-        _Attr("ProtocolName", 2, "text", _col("se", "protocol_name")),
-        _Attr(
-            "NumberOfSeriesRelatedInstances",
-            2,
-            "count",
-            '(SELECT COUNT(*) FROM instance x WHERE x."series_id" = se."id")',
-        ),
-        # IMAGE
-        _Attr("SOPInstanceUID", 3, "uid", _col("i", "sop_uid")),
-        _Attr("SOPClassUID", 3, "uid", _col("i", "sop_class_uid")),
-        _Attr("InstanceNumber", 3, "int", _col("i", "instance_number")),
-        _Attr("AvailableTransferSyntaxUID", 3, "uid", _col("i", "transfer_syntax")),
-        _Attr("Rows", 3, "int", _col("i", "rows")),
-        _Attr("Columns", 3, "int", _col("i", "columns")),
-        _Attr("NumberOfFrames", 3, "int", _col("i", "number_of_frames")),
-        _Attr("ContentDate", 3, "date", _col("i", "content_date")),
-        _Attr("ContentTime", 3, "time", _col("i", "content_time")),
-    )
+    ),
+    "SOPClassesInStudy": (
+        "",
+        lambda cond: f"EXISTS (SELECT 1 {_STUDY_INSTANCES} AND " + cond('x."sop_class_uid"') + ")",
+    ),
 }
+
+
+def _attr(a: catalog.Attribute) -> _Attr:
+    level = LEVELS.index(a.level)
+    if a.computed:
+        sql, exists = _COMPUTED[a.keyword]
+        return _Attr(a.keyword, level, a.match, sql, exists=exists)
+    alias = _ALIAS[a.level]
+    return _Attr(
+        a.keyword,
+        level,
+        a.match,
+        _col(alias, a.column),
+        _col(alias, a.key_column) if a.key_column else "",
+        study_sql=_col("st", a.study_column) if a.study_column else "",
+        study_key_sql=_col("st", a.study_key_column) if a.study_key_column else "",
+    )
+
+
+_ATTRS: dict[str, _Attr] = {a.keyword: _attr(a) for a in catalog.ATTRIBUTES}
 
 _LIST_SQL = {
     "ModalitiesInStudy": lambda: (
@@ -219,7 +185,7 @@ _LIST_SQL = {
 }
 
 # The unique key of each level, and which levels make up each model's hierarchy.
-_UNIQUE = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+_UNIQUE = tuple(catalog.unique_key(level).keyword for level in LEVELS)
 _ROOT_LEVELS = {
     "PATIENT": (0, 1, 2, 3),
     "STUDY": (1, 2, 3),
@@ -374,25 +340,27 @@ def _time_upper(value: str) -> str:
     return whole.ljust(6, "9") + "." + (frac.ljust(6, "9") if frac else "999999")
 
 
-def _condition(where: _Where, attr: _Attr, value: str, fuzzy: bool) -> str | None:
-    """The SQL condition for one matching key, or None for universal matching."""
+def _condition(where: _Where, attr: _Attr, value: str, fuzzy: bool, depth: int) -> str | None:
+    """The SQL condition for one matching key at query depth *depth*, or None for universal matching."""
     value = value.strip()
     if value in ("", "*") or attr.kind == "count":
         # Universal matching; counts are return keys only (PS3.4 C.6.1.1.4).
         return None
     if attr.exists is not None:
         return attr.exists(lambda column: _any_of(where, column, value, lambda c, v: where.text(c, v)))
+    column = attr.column(depth)
     if attr.kind == "pn":
+        key = attr.key(depth)
         if fuzzy:
-            return _any_of(where, attr.key_sql, value, lambda c, v: where.fuzzy_name(c, v.casefold()))
-        return _any_of(where, attr.key_sql, value, lambda c, v: where.text(c, v.casefold()))
+            return _any_of(where, key, value, lambda c, v: where.fuzzy_name(c, v.casefold()))
+        return _any_of(where, key, value, lambda c, v: where.text(c, v.casefold()))
     if attr.kind == "uid":
         uids = [u.strip() for u in value.split("\\") if u.strip()]
         for uid in uids:
             if not valid_uid(uid):
                 raise QueryError(f"{attr.keyword}: {uid[:80]!r} is not a valid UID")
         where.params.extend(uids)
-        return f"{attr.sql} IN ({', '.join('?' * len(uids))})"
+        return f"{column} IN ({', '.join('?' * len(uids))})"
     if attr.kind == "int":
         numbers = []
         for item in value.split("\\"):
@@ -401,11 +369,11 @@ def _condition(where: _Where, attr: _Attr, value: str, fuzzy: bool) -> str | Non
             except ValueError:
                 raise QueryError(f"{attr.keyword}: {item!r} is not an integer") from None
         where.params.extend(numbers)
-        return f"{attr.sql} IN ({', '.join('?' * len(numbers))})"
+        return f"{column} IN ({', '.join('?' * len(numbers))})"
     if attr.kind in ("date", "time"):
         parse = _date if attr.kind == "date" else _time
-        return _any_of(where, attr.sql, value, lambda c, v: _range(where, attr, c, v, parse))
-    return _any_of(where, attr.sql, value, where.text)
+        return _any_of(where, column, value, lambda c, v: _range(where, attr, c, v, parse))
+    return _any_of(where, column, value, where.text)
 
 
 def _range(where: _Where, attr: _Attr, column: str, value: str, parse) -> str:
@@ -445,17 +413,17 @@ def _from(depth: int) -> str:
     return sql
 
 
-def _select_sql(attr: _Attr) -> str:
-    return _LIST_SQL[attr.keyword]() if attr.kind == "list" else attr.sql
+def _select_sql(attr: _Attr, depth: int) -> str:
+    return _LIST_SQL[attr.keyword]() if attr.kind == "list" else attr.column(depth)
 
 
-def _where(query: Query) -> _Where:
+def _where(query: Query, depth: int) -> _Where:
     where = _Where()
     for keyword, value in query.filters.items():
         attr = _ATTRS.get(keyword)
         if attr is None:
             continue
-        cond = _condition(where, attr, value, query.fuzzy)
+        cond = _condition(where, attr, value, query.fuzzy, depth)
         if cond is not None:
             where.sql.append(cond)
     return where
@@ -505,8 +473,8 @@ def run(query: Query) -> Iterator[dict[str, object]]:
     keys = returned_keys(query)
     attrs = [_ATTRS.get(k) for k in keys]
     selected = [(n, a) for n, a in enumerate(attrs) if a is not None]
-    where = _where(query)
-    columns = ", ".join(_select_sql(a) for _, a in selected) or "1"
+    where = _where(query, depth)
+    columns = ", ".join(_select_sql(a, depth) for _, a in selected) or "1"
     sql = f"SELECT {columns} {_from(depth)}"
     if where.sql:
         sql += " WHERE " + " AND ".join(where.sql)
@@ -535,8 +503,8 @@ def matching_instances(query: Query) -> list[InstanceRef]:
     by universal matching is refused.  Instances come in series / instance
     number order.
     """
-    _validate(query)
-    where = _where(query)
+    depth = _validate(query)
+    where = _where(query, depth)
     if not where.sql:
         raise QueryError(
             "the identifier has no key with a value: name what to retrieve (e.g. StudyInstanceUID)"

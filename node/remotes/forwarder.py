@@ -464,7 +464,7 @@ class Forwarder:
             self.runner.wake()
 
     def _apply(self) -> None:
-        outbox.install_hook(self.remotes, notify=self.wake)
+        outbox.install_hook(self.ctx.ingest, self.remotes, notify=self.wake)
         if self.runner is None:
             return
         for name in self.remotes:

@@ -53,8 +53,7 @@ from pynetdicom.status import (
 
 from ..config import Remote
 from ..dimse import ae as _node_ae  # noqa: F401 - received data sets are spooled to files (bounded memory)
-from ..ingest import Source, ingest_file
-from ..store import InstanceStore
+from ..ingest import Ingest, Source
 from .sender import Peer, SendError, open_association
 
 log = logging.getLogger(__name__)
@@ -299,7 +298,7 @@ def get_study(
     remote: Remote,
     own_ae: str,
     study_uid: str,
-    store: InstanceStore,
+    ingest: Ingest,
     *,
     on_progress: Callable[[Progress], None] | None = None,
     cancel: Cancel | None = None,
@@ -309,7 +308,7 @@ def get_study(
     source = Source("retrieve", calling_aet=remote.ae_title, remote=remote.name)
 
     def on_store(event) -> int:
-        outcome = ingest_file(store, Path(event.dataset_path), source, take=True)
+        outcome = ingest.ingest_file(Path(event.dataset_path), source, take=True)
         if not outcome.ok:
             log.warning("C-GET from %s: instance refused: %s", remote.name, outcome.reason)
         return 0x0000 if outcome.ok else outcome.failure_code

@@ -1,4 +1,11 @@
-"""``GET /health``: version, counts and uptime."""
+"""``GET /health``: status, version, counts, free space and uptime.
+
+``status`` is ``"degraded"`` (still HTTP 200: the node answers queries and
+retrievals) while new data is refused: free space below
+``[storage].min_free_bytes`` on the storage or the index, or an instance
+refused within the last minute because a disk or the index was full;
+``reason`` says which.
+"""
 
 from __future__ import annotations
 
@@ -10,20 +17,38 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from .. import __version__
+from ..context import NodeContext
 from ..index import outbox
 from ..index.figures import counts
 
+# How long an instance refused for want of space keeps the node "degraded".
+RECENT_FULL_S = 60.0
+
+
+def degraded_reason(ctx: NodeContext) -> str:
+    """Why the node refuses new data right now, or ""."""
+    refusal = ctx.space.refusal()
+    if refusal:
+        return refusal
+    last = ctx.ingest.last_full
+    if last is not None and time.monotonic() - last[0] < RECENT_FULL_S:
+        return f"an instance was refused {time.monotonic() - last[0]:.0f} s ago: {last[1]}"
+    return ""
+
 
 async def health(request: Request) -> JSONResponse:
-    ctx = request.app.state.ctx
+    ctx: NodeContext = request.app.state.ctx
+    reason = await run_in_threadpool(degraded_reason, ctx)
     return JSONResponse(
         {
-            "status": "ok",
+            "status": "degraded" if reason else "ok",
+            "reason": reason,
             "version": __version__,
             "ae_title": ctx.settings.dicom.ae_title,
             "dicom_port": ctx.settings.dicom.port,
             "uptime_s": round(time.time() - ctx.started_at, 3),
             "counts": await run_in_threadpool(counts),
+            "space": await run_in_threadpool(ctx.space.status),
             "outbox": await run_in_threadpool(outbox.totals),
         }
     )

@@ -6,13 +6,16 @@ so memory stays bounded whatever the body size.  ``Content-Encoding: gzip``
 or ``deflate`` on the whole body is undone incrementally.  Limits on the
 body size and the number of parts raise :class:`BodyError` with status 413;
 a syntax error (no boundary, a truncated body, a missing closing delimiter,
-oversized part headers) raises it with status 400.  On any error every temp
-file made so far is removed.
+oversized part headers) raises it with status 400; a full disk while
+spooling, 507.  On any error every temp file made so far is removed at once.
 
 Grammar: RFC 2046 5.1.1.  A delimiter is ``CRLF "--" boundary`` (the first
 one may start the body), followed by optional linear white space and CRLF,
 or by ``"--"`` for the closing delimiter.  Preamble and epilogue are ignored.
-The boundary is 1-70 characters and may be quoted in the Content-Type.
+The boundary may be quoted in the Content-Type.  RFC 2046 allows 1-70
+characters; longer ones are accepted up to :data:`MAX_BOUNDARY` (be liberal
+in what you accept, with a bound): Orthanc's DICOMweb client, for one, sends
+a 73-character boundary (two UUIDs).
 
 No library is used: the PyPI streaming parsers found (multipart,
 python-multipart, streaming-form-data) target ``multipart/form-data`` and
@@ -29,12 +32,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from ..index.faults import is_full
+
 MAX_HEADER_BYTES = 16 * 1024
+# Longest boundary accepted (RFC 2046 says 70; real clients send more).
+MAX_BOUNDARY = 200
 # Bounds how much one compressed chunk may inflate to in one go (zip bombs).
 _INFLATE_STEP = 1024 * 1024
 
 # RFC 2046 bchars, plus the space that may not end a boundary.
-_BOUNDARY_RE = re.compile(r"^[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]$")
+_BOUNDARY_RE = re.compile(rf"^[0-9A-Za-z'()+_,\-./:=? ]{{0,{MAX_BOUNDARY - 1}}}[0-9A-Za-z'()+_,\-./:=?]$")
 _TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _PARAM_RE = re.compile(rf"\s*;\s*({_TOKEN})\s*=\s*(?:\"((?:[^\"\\]|\\.)*)\"|([^;\s\"]*))")
 
@@ -46,6 +53,14 @@ class BodyError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+def _spool_error(exc: OSError) -> BodyError:
+    """A failure to write the spooled body: 507 when the disk is full."""
+    cause = exc.strerror or str(exc)
+    if is_full(exc):
+        return BodyError(507, f"storage full: the body cannot be spooled ({cause}); nothing was stored")
+    return BodyError(500, f"the body cannot be spooled: {cause}; nothing was stored")
 
 
 def parse_media_type(value: str) -> tuple[str, dict[str, str]]:
@@ -73,7 +88,7 @@ def parse_media_type(value: str) -> tuple[str, dict[str, str]]:
 
 
 def valid_boundary(boundary: str) -> bool:
-    """True for a boundary allowed by RFC 2046 (1-70 bchars, not ending in a space)."""
+    """True for a boundary of RFC 2046 bchars, not ending in a space, of 1 to MAX_BOUNDARY characters."""
     return bool(_BOUNDARY_RE.match(boundary))
 
 
@@ -199,11 +214,17 @@ class BodySpooler:
         self._at_start = True
         if self.boundary is None:
             self._state = _BODY
-            self._open_part(dict(self.single_headers))
+            try:
+                self._open_part(dict(self.single_headers))
+            except OSError as exc:
+                self.cleanup()
+                raise _spool_error(exc) from None
         else:
             if not valid_boundary(self.boundary):
                 raise BodyError(
-                    400, f"invalid multipart boundary {self.boundary!r} (RFC 2046: 1-70 characters)"
+                    400,
+                    f"invalid multipart boundary {self.boundary[:MAX_BOUNDARY + 10]!r} ({len(self.boundary)} "
+                    f"characters): 1-{MAX_BOUNDARY} of RFC 2046's characters, not ending in a space",
                 )
             self._state = _PREAMBLE
             self._dash = b"--" + self.boundary.encode("latin-1")
@@ -221,6 +242,9 @@ class BodySpooler:
                 self._inflater.feed(chunk, self._decoded)
             else:
                 self._decoded(chunk)
+        except OSError as exc:
+            self.cleanup()
+            raise _spool_error(exc) from None
         except BaseException:
             self.cleanup()
             raise
@@ -240,6 +264,9 @@ class BodySpooler:
                     f"truncated multipart body: part {len(self.parts)} is not followed by a "
                     f"delimiter and the closing '--{self.boundary}--' is missing",
                 )
+        except OSError as exc:
+            self.cleanup()
+            raise _spool_error(exc) from None
         except BaseException:
             self.cleanup()
             raise
@@ -249,7 +276,10 @@ class BodySpooler:
     def cleanup(self) -> None:
         """Remove every temp file made (on error, or when the caller is done with them)."""
         if self._file is not None:
-            self._file.close()
+            try:
+                self._file.close()
+            except OSError:
+                pass  # its buffer could not be flushed (disk full): the file goes anyway
             self._file = None
         for part in self.parts:
             try:

@@ -23,11 +23,18 @@ Reusable API (the POSTCSTORE gateway route calls these two):
     are listed as failed and dropped from the referenced ones, e.g. stored
     here but refused by the PACS they were forwarded to.  The status is
     ``result.status_code()`` unless overridden: 200 all stored, 202 some
-    stored (or stored with warnings), 409 none stored, 204 no part.
+    stored (or stored with warnings), 409 none stored, 507 none stored because
+    the storage or the index is full (every failure 0xA7xx), 204 no part.
 
 ``error_response(exc: StowError) -> Response`` renders the refusal.
 
-Failure reasons: 0xC000 part not DICOM, 0xA900 data set / UID problem,
+No body makes a 500: every metadata or value problem is a per-instance
+failure (409 when none is stored) or a 400 naming it; a full disk is 507
+(``[storage].min_free_bytes`` is checked before the body is read, and a disk
+that fills while the body is spooled stops it and removes the spool).
+
+Failure reasons: 0xC000 part not DICOM or not a whole data set, 0xA900 data
+set / UID problem (also: SOP Instance UID already held in another study, ErrorComment naming it),
 0xC409 Study Instance UID differs from the URL, 0xC901 metadata not
 parseable, 0xC902 bulk data missing, 0xC122 bulk data of an unsupported
 kind (dcm4chee uses the same 0xC4xx/0xC9xx codes), 0x0110 / 0xA700 storage
@@ -38,6 +45,7 @@ from the bulk data (e.g. Rows from the JPEG header).
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 import time
@@ -55,20 +63,29 @@ from ..context import NodeContext
 from ..dicomweb.encapsulate import BuildError, Bulk, build_instance
 from ..dicomweb.json_model import MetadataError, dataset_from_json, load_json
 from ..dicomweb.xml_model import load_xml
+from ..index.faults import is_full
 from ..ingest import (
     Outcome,
     Rejected,
     Source,
     Status,
-    ingest_file,
     read_header,
 )
-from ..statuses import CANNOT_UNDERSTAND, OUT_OF_RESOURCES, STUDY_UID_MISMATCH, status_text
+from ..statuses import (
+    CANNOT_UNDERSTAND,
+    METADATA_NOT_PARSEABLE,
+    OUT_OF_RESOURCES,
+    PROCESSING_FAILURE,
+    STUDY_UID_MISMATCH,
+    is_out_of_resources,
+    status_text,
+)
 from ..uids import valid_uid
 from .access_log import note
 from .multipart import BodyError, BodySpooler, Part, parse_media_type
 
 StowError = BodyError
+log = logging.getLogger(__name__)
 
 DICOM = "application/dicom"
 DICOM_JSON = "application/dicom+json"
@@ -132,10 +149,13 @@ class StowResult:
         return [r for r in self.instances if not r.ok]
 
     def status_code(self) -> int:
-        """200 all stored, 202 some stored or warnings, 409 none stored, 204 nothing sent."""
+        """200 all stored, 202 some stored or warnings, 409 none stored (507: all for want of space), 204
+        nothing sent."""
         if not self.instances:
             return 204
         if not self.stored:
+            if all(is_out_of_resources(r.outcome.failure_code) for r in self.instances):
+                return 507
             return 409
         if self.failed or any(r.warnings for r in self.instances):
             return 202
@@ -159,6 +179,9 @@ async def receive(
         raise StowError(
             413, f"body of {length} bytes is larger than [http].max_body_bytes ({limits.max_body_bytes})"
         )
+    refusal = await run_in_threadpool(ctx.space.refusal)
+    if refusal:
+        raise StowError(507, f"{refusal}; nothing was stored")
     flushes: list = []
 
     def flush_early(part: Part) -> None:
@@ -326,6 +349,10 @@ def _plan(parts: list[Part], root_type: str) -> tuple[list[_Job], list[InstanceR
             except MetadataError as exc:
                 failures.append(_failure(part, exc.code, f"part {part.index}: {exc}"))
                 continue
+            except Exception as exc:  # a parser failing in a way of its own: still this part's failure
+                reason = f"part {part.index}: metadata cannot be read: {exc}"
+                failures.append(_failure(part, METADATA_NOT_PARSEABLE, reason))
+                continue
             jobs += [_Job(part, ds) for ds in datasets]
         else:
             candidates.append(part)
@@ -374,18 +401,18 @@ def _find(bulk: dict[str, Part], uri: str) -> Part | None:
 
 
 def _referenced(obj, bulk: dict[str, Part]) -> list[Part]:
-    """Every bulk part a JSON-model data set refers to (at any depth)."""
+    """Every bulk part a JSON-model data set refers to (at any depth; iterative, no recursion)."""
     found: list[Part] = []
-    if isinstance(obj, dict):
-        uri = obj.get("BulkDataURI")
-        if isinstance(uri, str) and (part := _find(bulk, uri)) is not None:
-            found.append(part)
-        for value in obj.values():
-            if isinstance(value, dict | list):
-                found += _referenced(value, bulk)
-    elif isinstance(obj, list):
-        for value in obj:
-            found += _referenced(value, bulk)
+    stack = [obj]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            uri = item.get("BulkDataURI")
+            if isinstance(uri, str) and (part := _find(bulk, uri)) is not None:
+                found.append(part)
+            stack.extend(v for v in item.values() if isinstance(v, dict | list))
+        elif isinstance(item, list):
+            stack.extend(v for v in item if isinstance(v, dict | list))
     return found
 
 
@@ -399,7 +426,20 @@ def _failure(part: Part | None, code: int, reason: str, **uids: str) -> Instance
 def _run_job(
     ctx: NodeContext, job: _Job, bulk: dict[str, Part], study_uid: str | None, source: Source
 ) -> InstanceResult:
-    """Build (if from metadata), check against the URL's study, and ingest one instance."""
+    """Build (if from metadata), check against the URL's study, and ingest one instance.
+
+    Whatever goes wrong becomes this instance's failure, never the request's 500.
+    """
+    try:
+        return _build_and_ingest(ctx, job, bulk, study_uid, source)
+    except Exception as exc:
+        log.exception("STOW-RS part %d failed", job.part.index)
+        return _failure(job.part, PROCESSING_FAILURE, f"part {job.part.index}: could not be stored: {exc}")
+
+
+def _build_and_ingest(
+    ctx: NodeContext, job: _Job, bulk: dict[str, Part], study_uid: str | None, source: Source
+) -> InstanceResult:
     part = job.part
     warnings: tuple[int, ...] = ()
     if job.dataset is None:
@@ -425,8 +465,15 @@ def _run_job(
             built = build_instance(ds, refs, lambda uri: _as_bulk(bulk, uri), ctx.store.temp_path, study_uid)
         except (MetadataError, BuildError) as exc:
             return _failure(part, exc.code, f"part {part.index}: {exc}")
+        except OSError as exc:  # writing the instance: the disk may be full
+            code = OUT_OF_RESOURCES if is_full(exc) else PROCESSING_FAILURE
+            return _failure(part, code, f"part {part.index}: the instance cannot be written: {exc.strerror}")
+        except Exception as exc:  # pydicom accepted a value it cannot encode ("vr": "US", "Value": ["x"])
+            return _failure(
+                part, METADATA_NOT_PARSEABLE, f"part {part.index}: the data set cannot be encoded: {exc}"
+            )
         path, warnings = built.path, tuple(built.warnings)
-    outcome = ingest_file(ctx.store, path, source, take=True)
+    outcome = ctx.ingest.ingest_file(path, source, take=True)
     if not outcome.ok:
         if job.dataset is None:
             outcome = replace(outcome, reason=f"part {part.index}: {outcome.reason}")
