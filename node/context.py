@@ -23,9 +23,18 @@ class NodeContext:
     started_at: float = field(default_factory=time.time)
 
 
+def open_index(settings: Settings) -> peewee.Database:
+    """Open (and bind) the index database ``[storage].database`` names; no migrations."""
+    return open_database(
+        settings.storage.database,
+        durable=settings.storage.fsync,
+        pool_size=settings.storage.database_connections,
+    )
+
+
 def open_context(settings: Settings) -> NodeContext:
     """Open the store and the index, applying pending migrations."""
     store = InstanceStore(settings.storage.path, fsync=settings.storage.fsync)
-    db = open_database(settings.storage.database, durable=settings.storage.fsync)
+    db = open_index(settings)
     migrate(db)
     return NodeContext(settings=settings, store=store, db=db)

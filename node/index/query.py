@@ -13,8 +13,12 @@ match case-insensitively through the case-folded ``*_key`` columns, so
 Cyrillic works as well as ASCII.  Computed keys (counts, ModalitiesInStudy,
 SOPClassesInStudy) are correlated sub-queries, evaluated by the database.
 
-The SQL is plain ANSI with bound parameters; the only dialect-dependent
-pieces (string aggregation, OFFSET without LIMIT) are chosen in this module.
+The SQL is plain ANSI with bound parameters and means the same on SQLite
+and PostgreSQL (see the rules in ``node/index/db.py``): LIKE is
+case-sensitive on both, text compares by code point on both, and a value
+with wildcards also bounds its column as a range, so an index serves a
+prefix on either.  The only dialect-dependent pieces (string aggregation,
+OFFSET without LIMIT) are chosen in this module.
 """
 
 from __future__ import annotations
@@ -23,10 +27,8 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-import peewee
-
 from ..uids import valid_uid
-from .db import database, execute
+from .db import execute, is_postgres
 
 LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
 ROOTS = ("PATIENT", "STUDY", "PATIENT_STUDY_ONLY")
@@ -98,8 +100,7 @@ class _Attr:
 
 def _agg_distinct(expr: str) -> str:
     """Distinct values of *expr* joined by commas (CS and UI values never contain a comma)."""
-    db = database.obj
-    if isinstance(db, peewee.PostgresqlDatabase):
+    if is_postgres():
         return f"string_agg(DISTINCT {expr}, ',')"
     return f"group_concat(DISTINCT {expr})"  # SQLite, MySQL
 
@@ -294,10 +295,13 @@ def _like_pattern(value: str) -> str:
 
 
 def _successor(prefix: str) -> str | None:
-    """The smallest string greater than every string starting with *prefix*."""
+    """The smallest string greater than every string starting with *prefix* (by code point)."""
     if not prefix or ord(prefix[-1]) >= 0x10FFFF:
         return None
-    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    code = ord(prefix[-1]) + 1
+    if 0xD800 <= code <= 0xDFFF:
+        code = 0xE000  # surrogates cannot be encoded (PostgreSQL takes UTF-8 only)
+    return prefix[:-1] + chr(code)
 
 
 class _Where:
@@ -373,7 +377,11 @@ def _time_upper(value: str) -> str:
 
 def _condition(where: _Where, attr: _Attr, value: str, fuzzy: bool) -> str | None:
     """The SQL condition for one matching key, or None for universal matching."""
-    value = value.strip()
+    # Trailing NULs are DICOM padding (stored values are stripped alike);
+    # one inside a value can match nothing, and PostgreSQL refuses it in text.
+    value = value.strip().strip("\0").strip()
+    if "\0" in value:
+        raise QueryError(f"{attr.keyword}: a value must not contain a NUL character")
     if value in ("", "*") or attr.kind == "count":
         # Universal matching; counts are return keys only (PS3.4 C.6.1.1.4).
         return None
@@ -463,7 +471,7 @@ def _paging(query: Query) -> tuple[str, list[object]]:
         return "", []
     if query.limit is None:
         # SQLite needs a LIMIT before OFFSET; -1 means none there.
-        if isinstance(database.obj, peewee.PostgresqlDatabase):
+        if is_postgres():
             return " OFFSET ?", [query.offset]
         return " LIMIT -1 OFFSET ?", [query.offset]
     return " LIMIT ? OFFSET ?", [query.limit, query.offset]
@@ -498,19 +506,37 @@ def run(query: Query) -> Iterator[dict[str, object]]:
     attribute the index does not hold is ``""``.  Raises QueryError (before
     yielding anything) for an identifier that cannot be answered.
     """
-    depth = _validate(query)
     keys = returned_keys(query)
     attrs = [_ATTRS.get(k) for k in keys]
     selected = [(n, a) for n, a in enumerate(attrs) if a is not None]
+    sql, params = _select(query, [a for _, a in selected])
+    return _stream(execute(sql, params), keys, attrs, selected)
+
+
+def _select(query: Query, selected: list[_Attr]) -> tuple[str, list[object]]:
+    depth = _validate(query)
     where = _where(query)
-    columns = ", ".join(_select_sql(a) for _, a in selected) or "1"
+    columns = ", ".join(_select_sql(a) for a in selected) or "1"
     sql = f"SELECT {columns} {_from(depth)}"
     if where.sql:
         sql += " WHERE " + " AND ".join(where.sql)
     sql += f' ORDER BY {_ALIAS[query.level]}."id"'
     paging, paging_params = _paging(query)
-    cursor = execute(sql + paging, where.params + paging_params)
-    return _stream(cursor, keys, attrs, selected)
+    return sql + paging, where.params + paging_params
+
+
+def explain(query: Query) -> list[str]:
+    """The database's plan for *query* (EXPLAIN QUERY PLAN / EXPLAIN), one line per step."""
+    selected = [a for a in map(_ATTRS.get, returned_keys(query)) if a is not None]
+    sql, params = _select(query, selected)
+    if is_postgres():
+        return [row[0] for row in execute("EXPLAIN " + sql, params).fetchall()]
+    depth: dict[int, int] = {0: -1}
+    lines = []
+    for node, parent, _, detail in execute("EXPLAIN QUERY PLAN " + sql, params).fetchall():
+        depth[node] = depth.get(parent, -1) + 1
+        lines.append("  " * depth[node] + detail)
+    return lines
 
 
 def _stream(cursor, keys, attrs, selected) -> Iterator[dict[str, object]]:
@@ -543,7 +569,9 @@ def matching_instances(query: Query) -> list[InstanceRef]:
         + _from(3)
         + " WHERE "
         + " AND ".join(where.sql)
-        + ' ORDER BY st."id", se."series_number", se."id", i."instance_number", i."id"'
+        # NULLS FIRST on both (SQLite's default, not PostgreSQL's).
+        + ' ORDER BY st."id", se."series_number" NULLS FIRST, se."id",'
+        + ' i."instance_number" NULLS FIRST, i."id"'
     )
     cursor = execute(sql, where.params)
     try:
