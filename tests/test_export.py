@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import os
 import signal
-import sqlite3
 import subprocess
 import threading
 import time
@@ -77,10 +76,7 @@ def export_files(node) -> list[Path]:
 
 
 def job_rows(node, accession: str) -> list[tuple]:
-    with sqlite3.connect(node.config["storage"]["database"]) as db:
-        return db.execute(
-            "SELECT state, failure FROM export_job WHERE accession = ?", (accession,)
-        ).fetchall()
+    return node.index_rows("SELECT state, failure FROM export_job WHERE accession = ?", accession)
 
 
 def study(root: Path, accession: str, n: int, *, series: int = 2) -> list[Path]:
