@@ -49,7 +49,7 @@ class Study(BaseModel):
     study_id = peewee.TextField(default="")
     study_description = peewee.TextField(default="")
     referring_physician = peewee.TextField(default="")
-    referring_physician_key = peewee.TextField(default="")
+    referring_physician_key = peewee.TextField(default="", index=True)
     institution_name = peewee.TextField(default="")
     charset = peewee.TextField(default="")
     created_at = peewee.DateTimeField(default=utcnow)

@@ -517,12 +517,17 @@ def _select(query: Query, selected: list[_Attr]) -> tuple[str, list[object]]:
     depth = _validate(query)
     where = _where(query)
     columns = ", ".join(_select_sql(a) for a in selected) or "1"
-    sql = f"SELECT {columns} {_from(depth)}"
-    if where.sql:
-        sql += " WHERE " + " AND ".join(where.sql)
-    sql += f' ORDER BY {_ALIAS[query.level]}."id"'
+    conditions = " WHERE " + " AND ".join(where.sql) if where.sql else ""
+    order = f' ORDER BY {_ALIAS[query.level]}."id"'
     paging, paging_params = _paging(query)
-    return sql + paging, where.params + paging_params
+    if not paging:
+        return f"SELECT {columns} {_from(depth)}{conditions}{order}", where.params
+    # A page is chosen by id first, and only its rows get the returned columns:
+    # PostgreSQL computes the select list (the counting sub-queries) for every
+    # row an OFFSET skips, 0.35 s for a page at offset 10,000 of 20,000 studies.
+    page = f'SELECT {_ALIAS[query.level]}."id" {_from(depth)}{conditions}{order}{paging}'
+    sql = f'SELECT {columns} {_from(depth)} WHERE {_ALIAS[query.level]}."id" IN ({page}){order}'
+    return sql, where.params + paging_params
 
 
 def explain(query: Query) -> list[str]:
