@@ -259,6 +259,15 @@ class _ThreadPooledPostgres(PooledPostgresqlDatabase):
             self._owners.pop(id(conn), None)
             super()._close(conn, close_conn)
 
+    def begin(self, *args, **kwargs) -> None:
+        if getattr(self._state, "take_write_lock", False):
+            # BEGIN and the write lock in one round trip (simple protocol, no parameters).
+            self._state.take_write_lock = False
+            with peewee.__exception_wrapper__:
+                self.cursor().execute(f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})")
+            return
+        super().begin(*args, **kwargs)
+
     def _reclaim(self) -> None:
         for key, pooled in list(self._in_use.items()):
             owner = self._owners.get(key)
@@ -301,7 +310,14 @@ def write_transaction() -> Iterator[None]:
             yield
         return
     outermost = db.transaction_depth() == 0
-    with db.atomic():
-        if outermost:
-            db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK_KEY,))
-        yield
+    merged = outermost and isinstance(db, _ThreadPooledPostgres)
+    if merged:
+        db._state.take_write_lock = True  # taken with the BEGIN (see _ThreadPooledPostgres.begin)
+    try:
+        with db.atomic():
+            if outermost and not merged:
+                db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK_KEY,))
+            yield
+    finally:
+        if merged:
+            db._state.take_write_lock = False
