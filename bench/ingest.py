@@ -1,6 +1,6 @@
 """C-STORE ingest benchmark: the node beside DCMTK storescp and Orthanc, same corpus, same run.
 
-    python -m bench.ingest [--ct 300] [--tiny 1000] [--rounds 3]
+    python -m bench.ingest [--ct 300] [--tiny 1000] [--rounds 3] [--postgres] [--no-orthanc]
 
 For each corpus (CT 512x512x16 bit, tiny 32x32) and each mode (one
 association; 4 parallel associations) DCMTK ``storescu`` sends the corpus to:
@@ -9,6 +9,10 @@ Prints instances/s and MB/s (median of the rounds) and the ratios
 node/storescp and node/Orthanc.  DCMTK and Orthanc run with TCP_NODELAY=1
 (they leave Nagle's algorithm on otherwise); the node tunes its own sockets,
 and one extra line shows it with a storescu that leaves Nagle on.
+
+``--postgres`` adds the node on a PostgreSQL index (``node-pg``: a private
+server started for the run, fsync on, a fresh database each round, as
+durable as the SQLite index's synchronous=FULL) and the ratio node-pg/node.
 """
 
 from __future__ import annotations
@@ -22,7 +26,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.corpus import write_corpus
-from tests.harness import NODE_AE, Orthanc, RunningNode, StoreSCP, median, node_config, nodelay_env
+from tests.harness import (
+    NODE_AE,
+    Orthanc,
+    PostgresServer,
+    RunningNode,
+    StoreSCP,
+    median,
+    node_config,
+    nodelay_env,
+)
 
 
 def warm(paths: list[Path]) -> None:
@@ -71,9 +84,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--parallel", type=int, default=4)
     ap.add_argument("--no-orthanc", action="store_true")
+    ap.add_argument("--postgres", action="store_true", help="also the node on a PostgreSQL index")
+    ap.add_argument("--only", help="comma-separated targets to run (node, node-pg, storescp, orthanc)")
     a = ap.parse_args(argv)
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+    pg = PostgresServer(durable=True).start() if a.postgres else None  # its own temp folder
     try:
         corpora = {
             "CT": write_corpus(tmp / "ct", studies=1, series=1, instances=a.ct, size="ct"),
@@ -86,6 +102,12 @@ def main(argv: list[str] | None = None) -> None:
             n = RunningNode(root, node_config(root)).start()
             return n, NODE_AE, n.dicom_port
 
+        def node_pg():
+            assert pg is not None
+            root = tmp / f"node{next(counter)}"
+            n = RunningNode(root, node_config(root, storage={"database": pg.create_database()})).start()
+            return n, NODE_AE, n.dicom_port
+
         def storescp():
             s = StoreSCP(tmp / f"scp{next(counter)}").start()
             return s, s.ae_title, s.port
@@ -95,30 +117,44 @@ def main(argv: list[str] | None = None) -> None:
             return o, o.ae_title, o.dicom_port
 
         targets = {"node": node, "storescp": storescp}
+        if pg is not None:
+            targets["node-pg"] = node_pg
         if not a.no_orthanc:
             targets["orthanc"] = orthanc
+        if a.only:
+            targets = {k: v for k, v in targets.items() if k in a.only.split(",")}
         print(f"{'corpus':6} {'assocs':>6} {'target':10} {'inst/s':>8} {'MB/s':>8}")
         for label, paths in corpora.items():
             mb = sum(p.stat().st_size for p in paths) / 1e6
             for assocs in (1, a.parallel):
                 groups = split(paths, assocs)
+                # Rounds interleave the targets (the first one rotating), so that load
+                # from elsewhere on the machine falls on all of them alike.
+                times: dict[str, list[float]] = {name: [] for name in targets}
+                names = list(targets)
+                for r in range(a.rounds):
+                    for name in names[r % len(names) :] + names[: r % len(names)]:
+                        times[name].append(run_target(targets[name], paths, groups, 1))
                 rates = {}
-                for name, start in targets.items():
-                    t = run_target(start, paths, groups, a.rounds)
+                for name in names:
+                    t = median(times[name])
                     rates[name] = len(paths) / t
                     print(f"{label:6} {assocs:>6} {name:10} {len(paths) / t:8.1f} {mb / t:8.1f}", flush=True)
-                if assocs == 1:
+                if assocs == 1 and "node" in targets and not a.only:
                     t = run_target(node, paths, groups, a.rounds, nodelay=False)
                     print(
                         f"{label:6} {assocs:>6} {'node*':10} {len(paths) / t:8.1f} {mb / t:8.1f}"
                         "   (* storescu with Nagle on)",
                         flush=True,
                     )
-                ratios = [f"node/storescp {rates['node'] / rates['storescp']:.2f}"]
-                if "orthanc" in rates:
-                    ratios.append(f"node/orthanc {rates['node'] / rates['orthanc']:.2f}")
+                ratios = []
+                for a_, b_ in (("node", "storescp"), ("node", "orthanc"), ("node-pg", "node")):
+                    if a_ in rates and b_ in rates:
+                        ratios.append(f"{a_}/{b_} {rates[a_] / rates[b_]:.2f}")
                 print(f"{label:6} {assocs:>6} ratios: {', '.join(ratios)}", flush=True)
     finally:
+        if pg is not None:
+            pg.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -358,10 +358,17 @@ class PostgresServer:
         import psycopg
 
         with self._lock:
-            name = name or f"t{next(self._names):05d}"
+            # The pid keeps names apart in a cluster kept between runs (benchmarks).
+            name = name or f"t{os.getpid()}_{next(self._names):05d}"
         with psycopg.connect(self.url(), autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
+
+    def drop_database(self, name: str) -> None:
+        import psycopg
+
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     def log(self) -> str:
         path = (self.root or Path("/nonexistent")) / "server.log"
