@@ -381,6 +381,11 @@ class PostgresServer:
             shutil.rmtree(self.root, ignore_errors=True)
         return code
 
+    def restart(self) -> PostgresServer:
+        """Stop the server and start it again on the same data and port."""
+        stop_process(self.proc, signal.SIGINT, 30.0)
+        return self.start()
+
     def __enter__(self) -> PostgresServer:
         return self
 

@@ -26,7 +26,16 @@ from node.index.migrate import migrate
 from node.index.models import utcnow
 from node.ingest import Source, ingest_file
 from node.store import InstanceStore
-from tests.harness import PG_PASSWORD, REPO, free_port, index_backend, index_database, index_rows, toml_text
+from tests.harness import (
+    PG_PASSWORD,
+    REPO,
+    PostgresServer,
+    free_port,
+    index_backend,
+    index_database,
+    index_rows,
+    toml_text,
+)
 
 # Names whose order or prefix differs between byte order and a linguistic
 # collation (the test server is initialised with en_US.UTF-8 on purpose).
@@ -244,3 +253,24 @@ def test_node_log_names_its_index_never_the_password(node):
     label = {"sqlite": "index: SQLite", "postgresql": "index: PostgreSQL"}[index_backend()]
     assert label in log
     assert PG_PASSWORD not in log
+
+
+@pytest.mark.skipif(index_backend() != "postgresql", reason="a database server restart is PostgreSQL's")
+def test_after_a_server_restart_a_thread_gets_a_new_connection():
+    server = PostgresServer().start()  # its own: the session's server stays up for the others
+    try:
+        index_db.open_database(server.create_database(), durable=False)
+        migrate(index_db.database.obj)
+        assert index_db.execute('SELECT COUNT(*) FROM "patient"').fetchone() == (0,)
+        server.restart()
+        failures = 0
+        for _ in range(3):
+            try:
+                with index_db.write_transaction():
+                    index_db.execute('SELECT COUNT(*) FROM "patient"').fetchone()
+            except peewee.DatabaseError:
+                failures += 1  # the statement that finds the old connection dead
+        assert failures <= 1
+        assert index_db.execute('SELECT COUNT(*) FROM "patient"').fetchone() == (0,)
+    finally:
+        server.stop()

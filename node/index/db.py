@@ -170,7 +170,7 @@ def _open_postgres(url: str, durable: bool, pool_size: int) -> peewee.Postgresql
         raise DatabaseUnavailable(f"{redact(url)}: not a valid PostgreSQL URL ({exc})") from None
     dbname = params.pop("dbname", None)
     if not dbname:
-        raise DatabaseUnavailable(f"{redact(url)}: the URL names no database (…/dbname)")
+        raise DatabaseUnavailable(f"{redact(url)}: the URL names no database (.../dbname)")
     # Every session: UTC (timestamps are naive UTC), waits on locks bounded like
     # SQLite's busy timeout, and a transaction left open by a stuck thread ends.
     options = [
@@ -260,13 +260,45 @@ class _ThreadPooledPostgres(PooledPostgresqlDatabase):
             super()._close(conn, close_conn)
 
     def begin(self, *args, **kwargs) -> None:
-        if getattr(self._state, "take_write_lock", False):
-            # BEGIN and the write lock in one round trip (simple protocol, no parameters).
-            self._state.take_write_lock = False
-            with peewee.__exception_wrapper__:
-                self.cursor().execute(f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})")
-            return
-        super().begin(*args, **kwargs)
+        try:
+            if getattr(self._state, "take_write_lock", False):
+                # BEGIN and the write lock in one round trip (simple protocol, no parameters).
+                self._state.take_write_lock = False
+                with peewee.__exception_wrapper__:
+                    self.cursor().execute(f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})")
+                return
+            super().begin(*args, **kwargs)
+        except peewee.DatabaseError:
+            self._drop_if_broken()
+            raise
+
+    def execute_sql(self, sql, params=None):
+        try:
+            return super().execute_sql(sql, params)
+        except peewee.DatabaseError:
+            self._drop_if_broken()
+            raise
+
+    def rollback(self) -> None:
+        if self._drop_if_broken():
+            return  # the server ended the session: its transaction is gone with it
+        super().rollback()
+
+    def _drop_if_broken(self) -> bool:
+        """Discard this thread's connection if the server dropped it (a restart, a failover).
+
+        peewee would hand the dead connection out again to every statement of
+        the thread (the forwarder's and export workers' threads live as long
+        as the node); discarded, the thread's next statement opens a new one.
+        Inside a transaction it waits for the rollback, which comes here.
+        """
+        conn = None if self._state.closed else self._state.conn
+        if conn is None or not (conn.broken or conn.closed) or self.in_transaction():
+            return False
+        log.warning("index: the connection to %s was lost; reconnecting on next use", self.described)
+        self._close(conn, close_conn=True)
+        self._state.reset()
+        return True
 
     def _reclaim(self) -> None:
         for key, pooled in list(self._in_use.items()):
