@@ -231,12 +231,17 @@ def index_database(root: Path) -> str:
 
 
 def index_rows(database: str, sql: str, *args: Any) -> list[tuple]:
-    """Rows of *sql* (``?`` placeholders) read from the index *database* (a path or a URL)."""
+    """Rows of *sql* (``?`` placeholders) on the index *database* (a path or a URL), committed.
+
+    For tests that look into (or tamper with) a node's index; [] for a
+    statement that returns no rows (INSERT, UPDATE).
+    """
     if "://" in database:
         import psycopg
 
         with psycopg.connect(database, autocommit=True) as conn:
-            return [tuple(r) for r in conn.execute(sql.replace("?", "%s"), args).fetchall()]
+            cursor = conn.execute(sql.replace("?", "%s"), args)
+            return [tuple(r) for r in cursor.fetchall()] if cursor.description else []
     with sqlite3.connect(database) as db:
         return db.execute(sql, args).fetchall()
 
