@@ -313,6 +313,8 @@ class PostgresServer:
             args += ["-c", f"{key}={value}"]
         with (self.root / "server.log").open("ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=self.root, **as_pg)
+        # A script that dies before its stop() (a benchmark's exception) leaves no server behind.
+        atexit.register(self.stop)
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
@@ -381,6 +383,7 @@ class PostgresServer:
 
     def stop(self, timeout: float = 30.0) -> int:
         # SIGINT is PostgreSQL's fast shutdown: sessions are ended, no waiting for clients.
+        atexit.unregister(self.stop)
         code = stop_process(self.proc, signal.SIGINT, timeout)
         if self._owned_root and self.root is not None:
             shutil.rmtree(self.root, ignore_errors=True)
