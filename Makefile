@@ -4,11 +4,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Debian packages the tests use as real peers: DCMTK (storescu, findscu, movescu, getscu,
 # storescp, dcmqrscp), zip, Orthanc with its DICOMweb plugin as an upstream PACS (and its GDCM
-# plugin, the transcoding reference of bench/transcode.py), and Chromium with its driver for the
-# web console's browser tests.
-TEST_DEBS := dcmtk zip orthanc orthanc-dicomweb orthanc-gdcm chromium chromium-driver
+# plugin, the transcoding reference of bench/transcode.py), Chromium with its driver for the
+# web console's browser tests, and PostgreSQL (the suite runs a private server for its second pass).
+TEST_DEBS := dcmtk zip orthanc orthanc-dicomweb orthanc-gdcm chromium chromium-driver postgresql
+# Extra pytest arguments, e.g. make test PYTEST_ARGS="-x tests/test_cfind.py".
+PYTEST_ARGS ?=
 
-.PHONY: serve test install install-test system-deps lint viewer
+.PHONY: serve test test-sqlite test-postgresql install install-test system-deps lint viewer
 
 # Stamps: pip runs again only when pyproject.toml changed (or the venv is new),
 # so a second `make serve` starts the node without reinstalling.
@@ -42,9 +44,26 @@ system-deps:
 serve: install
 	@$(BIN)/dicom-node serve --config config.toml
 
+# The whole suite twice, on SQLite and on PostgreSQL ($$DICOM_NODE_TEST_DB), both at once:
+# the runs mostly wait on peers and subprocesses, so together they take little more
+# than one.  Each has its own temp folder; the outputs are shown one after the other.
 test: install-test
 	$(BIN)/ruff check node tests bench migrations
-	$(BIN)/python -m pytest -q
+	@base=$$(mktemp -d); \
+	DICOM_NODE_TEST_DB=sqlite $(BIN)/python -m pytest -q -p no:cacheprovider --basetemp=$$base/sqlite \
+	  $(PYTEST_ARGS) >$$base/sqlite.log 2>&1 & sqlite=$$!; \
+	DICOM_NODE_TEST_DB=postgresql $(BIN)/python -m pytest -q -p no:cacheprovider --basetemp=$$base/postgresql \
+	  $(PYTEST_ARGS) >$$base/postgresql.log 2>&1 & postgresql=$$!; \
+	wait $$sqlite; rs=$$?; wait $$postgresql; rp=$$?; \
+	echo "== SQLite index (exit $$rs)"; cat $$base/sqlite.log; \
+	echo "== PostgreSQL index (exit $$rp)"; cat $$base/postgresql.log; \
+	rm -rf $$base; [ $$rs = 0 ] && [ $$rp = 0 ]
+
+test-sqlite: install-test
+	DICOM_NODE_TEST_DB=sqlite $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-postgresql: install-test
+	DICOM_NODE_TEST_DB=postgresql $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # The OHIF viewer served at /viewer/: the prebuilt @ohif/app from the npm registry (needs npm).
 viewer: install

@@ -25,7 +25,6 @@ import argparse
 import datetime as dt
 import os
 import shutil
-import sqlite3
 import subprocess
 import tempfile
 import time
@@ -109,13 +108,14 @@ def node_round(work: Path, corpus: Path, n: int, timeout: float = 600) -> tuple[
 
 def _latencies(node: RunningNode, remote_folder: Path) -> list[float]:
     """Per instance: mtime of its file at the remote minus the node's received_at (UTC)."""
-    with sqlite3.connect(node.config["storage"]["database"]) as db:
-        received = dict(db.execute("SELECT sop_uid, received_at FROM instance"))
+    received = dict(node.index_rows("SELECT sop_uid, received_at FROM instance"))
     out = []
     for entry in os.scandir(remote_folder):
         uid = entry.name.split(".", 1)[1]  # storescp names files <modality>.<SOP Instance UID>
         if uid in received:
-            at = dt.datetime.fromisoformat(received[uid]).replace(tzinfo=dt.UTC).timestamp()
+            when = received[uid]  # text from SQLite, a datetime from PostgreSQL
+            when = dt.datetime.fromisoformat(when) if isinstance(when, str) else when
+            at = when.replace(tzinfo=dt.UTC).timestamp()
             out.append(entry.stat().st_mtime - at)
     return out
 

@@ -1,6 +1,6 @@
 """C-STORE ingest benchmark: the node beside DCMTK storescp and Orthanc, same corpus, same run.
 
-    python -m bench.ingest [--ct 300] [--tiny 1000] [--rounds 3] [--baseline DIR]
+    python -m bench.ingest [--ct 300] [--tiny 1000] [--rounds 3] [--baseline DIR] [--postgres] [--no-orthanc]
 
 For each corpus (CT 512x512x16 bit, tiny 32x32) and each mode (one
 association; 4 parallel associations) DCMTK ``storescu`` sends the corpus to:
@@ -15,6 +15,9 @@ that load from elsewhere on the machine hits all of them alike.
 ``--baseline DIR`` adds another revision of the node as a target (a source
 tree, e.g. ``git archive main | tar -x -C DIR``), to measure a change before
 and after in the same run.
+``--postgres`` adds the node on a PostgreSQL index (``node-pg``: a private
+server started for the run, fsync on, a fresh database each round, as
+durable as the SQLite index's synchronous=FULL) and the ratio node-pg/node.
 """
 
 from __future__ import annotations
@@ -28,7 +31,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.corpus import write_corpus
-from tests.harness import NODE_AE, Orthanc, RunningNode, StoreSCP, median, node_config, nodelay_env
+from tests.harness import (
+    NODE_AE,
+    Orthanc,
+    PostgresServer,
+    RunningNode,
+    StoreSCP,
+    median,
+    node_config,
+    nodelay_env,
+)
 
 
 def warm(paths: list[Path]) -> None:
@@ -86,9 +98,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-orthanc", action="store_true")
     ap.add_argument("--baseline", type=Path, help="source tree of another revision of the node to compare")
     ap.add_argument("--no-nagle-line", action="store_true", help="skip the run with Nagle left on")
+    ap.add_argument("--postgres", action="store_true", help="also the node on a PostgreSQL index")
+    ap.add_argument("--only", help="comma-separated targets to run (node, node-pg, storescp, orthanc)")
     a = ap.parse_args(argv)
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+    pg = PostgresServer(durable=True).start() if a.postgres else None  # its own temp folder
     try:
         corpora = {
             "CT": write_corpus(tmp / "ct", studies=1, series=1, instances=a.ct, size="ct"),
@@ -108,6 +123,12 @@ def main(argv: list[str] | None = None) -> None:
             n = RunningNode(root, config, repo=a.baseline.resolve()).start()
             return n, NODE_AE, n.dicom_port
 
+        def node_pg():
+            assert pg is not None
+            root = tmp / f"node{next(counter)}"
+            n = RunningNode(root, node_config(root, storage={"database": pg.create_database()})).start()
+            return n, NODE_AE, n.dicom_port
+
         def storescp():
             s = StoreSCP(tmp / f"scp{next(counter)}").start()
             return s, s.ae_title, s.port
@@ -119,8 +140,12 @@ def main(argv: list[str] | None = None) -> None:
         targets = {"node": node, "storescp": storescp}
         if a.baseline:
             targets["baseline"] = baseline
+        if pg is not None:
+            targets["node-pg"] = node_pg
         if not a.no_orthanc:
             targets["orthanc"] = orthanc
+        if a.only:
+            targets = {k: v for k, v in targets.items() if k in a.only.split(",")}
         print(f"{'corpus':6} {'assocs':>6} {'target':10} {'inst/s':>8} {'MB/s':>8}")
         for label, paths in corpora.items():
             mb = sum(p.stat().st_size for p in paths) / 1e6
@@ -130,22 +155,28 @@ def main(argv: list[str] | None = None) -> None:
                 for name, t in run_targets(targets, paths, groups, a.rounds).items():
                     rates[name] = len(paths) / t
                     print(f"{label:6} {assocs:>6} {name:10} {len(paths) / t:8.1f} {mb / t:8.1f}", flush=True)
-                if assocs == 1 and not a.no_nagle_line:
+                if assocs == 1 and "node" in targets and not a.only and not a.no_nagle_line:
                     t = run_targets({"node*": node}, paths, groups, a.rounds, nodelay=False)["node*"]
                     print(
                         f"{label:6} {assocs:>6} {'node*':10} {len(paths) / t:8.1f} {mb / t:8.1f}"
                         "   (* storescu with Nagle on)",
                         flush=True,
                     )
-                ratios = [f"node/storescp {rates['node'] / rates['storescp']:.2f}"]
-                if "orthanc" in rates:
-                    ratios.append(f"node/orthanc {rates['node'] / rates['orthanc']:.2f}")
-                if "baseline" in rates:
-                    ratios.append(f"node/baseline {rates['node'] / rates['baseline']:.2f}")
-                    if "orthanc" in rates:
-                        ratios.append(f"baseline/orthanc {rates['baseline'] / rates['orthanc']:.2f}")
+                ratios = []
+                pairs = (
+                    ("node", "storescp"),
+                    ("node", "orthanc"),
+                    ("node", "baseline"),
+                    ("baseline", "orthanc"),
+                    ("node-pg", "node"),
+                )
+                for a_, b_ in pairs:
+                    if a_ in rates and b_ in rates:
+                        ratios.append(f"{a_}/{b_} {rates[a_] / rates[b_]:.2f}")
                 print(f"{label:6} {assocs:>6} ratios: {', '.join(ratios)}", flush=True)
     finally:
+        if pg is not None:
+            pg.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
 

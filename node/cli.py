@@ -34,11 +34,10 @@ def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
-    from .index.db import open_database
+    from .context import open_index
     from .index.migrate import migrate
 
-    db = open_database(settings.storage.database, durable=settings.storage.fsync)
-    applied = migrate(db)
+    applied = migrate(open_index(settings))
     print(f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else ""))
     return 0
 

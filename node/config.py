@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 ENV_CONFIG = "DICOM_NODE_CONFIG"
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config.toml"
@@ -60,13 +61,15 @@ class HttpSettings:
 @dataclass(frozen=True)
 class StorageSettings:
     path: Path = Path("storage")
-    database: Path = Path("storage/index.sqlite")
+    # A path (SQLite) or a postgresql:// URL (kept as the string).
+    database: Path | str = Path("storage/index.sqlite")
     fsync: bool = True
     transcode_to: str = ""  # empty: store as received; else a lossless transfer syntax UID
     # A SOP Instance UID held under another study/series/patient: "reject" it or "replace" (move) it.
     duplicates: str = "reject"
     # Below this much free space (storage or index) new data is refused and /health is degraded.
     min_free_bytes: int = 1024**3
+    database_connections: int = 50  # PostgreSQL: the most connections the node opens
 
 
 @dataclass(frozen=True)
@@ -180,6 +183,26 @@ def _int_range(lo: int, hi: int) -> Check:
     return check
 
 
+def _database(key: str, value: Any) -> str:
+    """A path, or a PostgreSQL URL naming a database (the password is never echoed)."""
+    from .index.db import is_url, redact
+
+    if not isinstance(value, str) or not value:
+        raise _fail(key, "a path or a postgresql://user:password@host:port/db URL", value)
+    if "://" not in value:
+        return value
+    if not is_url(value):
+        raise ConfigError(f"{key}: expected a path or a postgresql:// URL, got {redact(value)!r}")
+    parts = urlsplit(value)
+    if not parts.path.strip("/"):
+        raise ConfigError(f"{key}: the URL {redact(value)!r} names no database (postgresql://.../dbname)")
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise ConfigError(f"{key}: the URL {redact(value)!r} has a bad port") from None
+    return value
+
+
 def _positive_number(key: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
         raise _fail(key, "a positive number", value)
@@ -260,8 +283,9 @@ _SECTIONS: dict[str, tuple[type, dict[str, Check]]] = {
         StorageSettings,
         {
             "path": _string,
-            "database": _string,
+            "database": _database,
             "fsync": _bool,
+            "database_connections": _int_range(1, 10_000),
             "transcode_to": _transcode_target,
             "duplicates": _choice("reject", "replace"),
             "min_free_bytes": _int_range(0, 2**62),
@@ -316,7 +340,7 @@ def _section(name: str, raw: Any, base: Path) -> Any:
         if key not in checks:
             raise ConfigError(f"[{name}].{key}: unknown key (known: {', '.join(checks)})")
         values[key] = checks[key](f"[{name}].{key}", value)
-        if (name, key) in _PATH_KEYS:
+        if (name, key) in _PATH_KEYS and "://" not in values[key]:
             values[key] = (base / values[key]).resolve()
     obj = cls(**values)
     for name_, key in _PATH_KEYS:

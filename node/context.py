@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import peewee
 
 from .config import Settings
-from .index.db import open_database
+from .index.db import is_url, open_database
 from .index.migrate import migrate
 from .ingest import Ingest
 from .space import Place, SpaceGuard
@@ -31,12 +31,24 @@ class NodeContext:
     started_at: float = field(default_factory=time.time)
 
 
+def open_index(settings: Settings) -> peewee.Database:
+    """Open (and bind) the index database ``[storage].database`` names; no migrations."""
+    return open_database(
+        settings.storage.database,
+        durable=settings.storage.fsync,
+        pool_size=settings.storage.database_connections,
+    )
+
+
 def open_context(settings: Settings) -> NodeContext:
     """Open the store and the index, applying pending migrations."""
     s = settings.storage
     store = InstanceStore(s.path, fsync=s.fsync)
-    db = open_database(s.database, durable=s.fsync)
+    db = open_index(settings)
     migrate(db)
-    space = SpaceGuard([Place("storage", store.root), Place("index", s.database.parent)], s.min_free_bytes)
+    places = [Place("storage", store.root)]
+    if not is_url(s.database):  # a PostgreSQL server watches its own disk
+        places.append(Place("index", s.database.parent))
+    space = SpaceGuard(places, s.min_free_bytes)
     ingest = Ingest(store, duplicates=s.duplicates, space=space)
     return NodeContext(settings=settings, store=store, db=db, ingest=ingest, space=space)

@@ -8,7 +8,17 @@ from typing import Any
 
 import pytest
 
-from tests.harness import NODE_AE, RunningNode, dataset_bytes, dcmtk, free_port, node_config
+from tests.harness import (
+    NODE_AE,
+    TEST_DB_ENV,
+    RunningNode,
+    dataset_bytes,
+    dcmtk,
+    free_port,
+    index_backend,
+    node_config,
+    stop_session_postgres,
+)
 
 __all__ = ["NODE_AE", "RunningNode", "dataset_bytes", "dcmtk", "free_port"]
 
@@ -37,3 +47,11 @@ def node_factory(tmp_path: Path) -> Iterator[Callable[..., RunningNode]]:
 def node(node_factory) -> RunningNode:
     """A running node with the default config."""
     return node_factory().start()
+
+
+def pytest_report_header(config) -> str:
+    return f"index database: {index_backend()} (${TEST_DB_ENV})"
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    stop_session_postgres()

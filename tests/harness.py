@@ -6,15 +6,20 @@ Each runs as a subprocess on free loopback ports and is stopped by its
 
 from __future__ import annotations
 
+import atexit
 import copy
+import itertools
 import json
 import os
 import shutil
 import signal
 import socket
+import sqlite3
 import struct
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -75,14 +80,18 @@ def toml_text(config: dict[str, Any]) -> str:
 
 
 def node_config(root: Path, **sections: dict[str, Any]) -> dict[str, Any]:
-    """A complete config for a node under *root* on free ports; *sections* override keys."""
+    """A complete config for a node under *root* on free ports; *sections* override keys.
+
+    The index is SQLite under *root*, or a fresh database on the session's
+    PostgreSQL server when ``DICOM_NODE_TEST_DB=postgresql`` (see index_database).
+    """
     config: dict[str, Any] = {
         "dicom": {"ae_title": NODE_AE, "host": "127.0.0.1", "port": free_port()},
         "http": {"host": "127.0.0.1", "port": free_port()},
         # min_free_bytes: the default (1 GiB) would refuse data on a nearly full test machine.
         "storage": {
             "path": str(root / "storage"),
-            "database": str(root / "storage/index.sqlite"),
+            "database": index_database(root),
             "min_free_bytes": 1 << 20,
         },
         "export": {"path": str(root / "storage/zip"), "compression": 3},
@@ -204,6 +213,10 @@ class RunningNode:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def index_rows(self, sql: str, *args: Any) -> list[tuple]:
+        """Rows of *sql* (``?`` placeholders) read straight from this node's index."""
+        return index_rows(self.config["storage"]["database"], sql, *args)
+
     def cli(self, *args: str, timeout: float = 120, input: str | None = None) -> subprocess.CompletedProcess:
         """Run ``dicom-node ARGS --config <this node's config>`` (*input* on its stdin)."""
         return subprocess.run(
@@ -215,6 +228,231 @@ class RunningNode:
             input=input,
             stdin=None if input is not None else subprocess.DEVNULL,
         )
+
+
+# -- the index database: SQLite, or a private PostgreSQL server for the session ------
+
+TEST_DB_ENV = "DICOM_NODE_TEST_DB"  # "postgresql": every node and test index on PostgreSQL
+PG_PASSWORD = "pg-test-secret"  # the superuser's; tests check that logs never show it
+
+
+def index_backend() -> str:
+    """``"sqlite"`` (default) or ``"postgresql"``, from $DICOM_NODE_TEST_DB."""
+    value = os.environ.get(TEST_DB_ENV, "sqlite").strip().lower() or "sqlite"
+    if value in ("postgres", "postgresql", "pg"):
+        return "postgresql"
+    if value != "sqlite":
+        raise ValueError(f"${TEST_DB_ENV}: expected sqlite or postgresql, got {value!r}")
+    return value
+
+
+def index_database(root: Path) -> str:
+    """The ``[storage].database`` value for a node (or an in-process index) under *root*."""
+    if index_backend() == "postgresql":
+        return session_postgres().create_database()
+    return str(root / "storage" / "index.sqlite")
+
+
+def index_rows(database: str, sql: str, *args: Any) -> list[tuple]:
+    """Rows of *sql* (``?`` placeholders) on the index *database* (a path or a URL), committed.
+
+    For tests that look into (or tamper with) a node's index; [] for a
+    statement that returns no rows (INSERT, UPDATE).
+    """
+    if "://" in database:
+        import psycopg
+
+        with psycopg.connect(database, autocommit=True) as conn:
+            cursor = conn.execute(sql.replace("?", "%s"), args)
+            return [tuple(r) for r in cursor.fetchall()] if cursor.description else []
+    with sqlite3.connect(database) as db:
+        return db.execute(sql, args).fetchall()
+
+
+def postgres_bindir() -> Path | None:
+    """The bin folder of the newest PostgreSQL server installed (Debian's layout), if any."""
+    found = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/postgres"),
+        key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0,
+    )
+    return found[-1].parent if found else None
+
+
+class PostgresServer:
+    """A private PostgreSQL server in a temp folder on a free loopback port.
+
+    It runs as the ``postgres`` system user when started by root (the server
+    refuses to run as root); stopped by its PID (fast shutdown).  *durable*
+    False turns fsync off: tests measure nothing that needs it, benchmarks
+    keep it on.  Databases come from :meth:`create_database`.
+    """
+
+    def __init__(self, root: Path | None = None, *, port: int | None = None, durable: bool = False) -> None:
+        self.root = root
+        self.port = port or free_port()
+        self.durable = durable
+        self.proc: subprocess.Popen | None = None
+        self._owned_root = root is None
+        self._names = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def url(self, dbname: str = "postgres") -> str:
+        return f"postgresql://postgres:{PG_PASSWORD}@127.0.0.1:{self.port}/{dbname}"
+
+    def _as_postgres(self) -> dict[str, Any]:
+        if os.geteuid() != 0:
+            return {}
+        import pwd
+
+        user = pwd.getpwnam("postgres")
+        return {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
+
+    def start(self, timeout: float = 60.0) -> PostgresServer:
+        bindir = postgres_bindir()
+        if bindir is None:
+            raise RuntimeError("PostgreSQL is not installed (apt-get install postgresql)")
+        if self.root is None:
+            self.root = Path(tempfile.mkdtemp(prefix="dicom-node-pg-"))
+        self.root.mkdir(parents=True, exist_ok=True)
+        data = self.root / "data"
+        as_pg = self._as_postgres()
+        if as_pg:
+            os.chown(self.root, as_pg["user"], as_pg["group"])
+        if not (data / "PG_VERSION").exists():  # else a kept cluster (benchmarks): start it as it is
+            self._initdb(bindir, data, as_pg)
+        settings = {
+            "listen_addresses": "127.0.0.1",
+            "port": str(self.port),
+            "unix_socket_directories": str(self.root),
+            "max_connections": "300",
+            "shared_buffers": "128MB",
+            "log_min_messages": "warning",
+            "fsync": "on" if self.durable else "off",
+            "synchronous_commit": "on" if self.durable else "off",
+            "full_page_writes": "on" if self.durable else "off",
+        }
+        args = [str(bindir / "postgres"), "-D", str(data)]
+        for key, value in settings.items():
+            args += ["-c", f"{key}={value}"]
+        with (self.root / "server.log").open("ab") as log:
+            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=self.root, **as_pg)
+        # A script that dies before its stop() (a benchmark's exception) leaves no server behind.
+        atexit.register(self.stop)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"postgres exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                index_rows(self.url(), "SELECT 1")
+                return self
+            except Exception:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise TimeoutError(f"PostgreSQL did not start in {timeout}s:\n{self.log()}") from None
+                time.sleep(0.1)
+
+    def _initdb(self, bindir: Path, data: Path, as_pg: dict[str, Any]) -> None:
+        assert self.root is not None
+        pwfile = self.root / "pwfile"
+        pwfile.write_text(PG_PASSWORD + "\n")
+        if as_pg:
+            os.chown(pwfile, as_pg["user"], as_pg["group"])
+        # A non-C locale on purpose: the index must not depend on the database's collation.
+        locale = "en_US.UTF-8" if _has_locale("en_US.utf8") else "C.UTF-8"
+        result = subprocess.run(
+            [
+                str(bindir / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--locale",
+                locale,
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                f"--pwfile={pwfile}",
+                "--no-sync",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=self.root,
+            **as_pg,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"initdb failed:\n{result.stdout}\n{result.stderr}")
+
+    def create_database(self, name: str | None = None) -> str:
+        """A new, empty UTF8 database; returns its URL."""
+        import psycopg
+
+        with self._lock:
+            # The pid keeps names apart in a cluster kept between runs (benchmarks).
+            name = name or f"t{os.getpid()}_{next(self._names):05d}"
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def drop_database(self, name: str) -> None:
+        import psycopg
+
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def log(self) -> str:
+        path = (self.root or Path("/nonexistent")) / "server.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop(self, timeout: float = 30.0) -> int:
+        # SIGINT is PostgreSQL's fast shutdown: sessions are ended, no waiting for clients.
+        atexit.unregister(self.stop)
+        code = stop_process(self.proc, signal.SIGINT, timeout)
+        if self._owned_root and self.root is not None:
+            shutil.rmtree(self.root, ignore_errors=True)
+        return code
+
+    def restart(self) -> PostgresServer:
+        """Stop the server and start it again on the same data and port."""
+        stop_process(self.proc, signal.SIGINT, 30.0)
+        return self.start()
+
+    def __enter__(self) -> PostgresServer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _has_locale(name: str) -> bool:
+    try:
+        out = subprocess.run(["locale", "-a"], capture_output=True, text=True).stdout
+    except OSError:
+        return False
+    return name.lower() in out.lower().split()
+
+
+_session_pg: PostgresServer | None = None
+_session_pg_lock = threading.Lock()
+
+
+def session_postgres() -> PostgresServer:
+    """The PostgreSQL server of this test session (or benchmark), started on first use."""
+    global _session_pg
+    with _session_pg_lock:
+        if _session_pg is None:
+            _session_pg = PostgresServer().start()
+            atexit.register(stop_session_postgres)
+        return _session_pg
+
+
+def stop_session_postgres() -> None:
+    """Stop the session's PostgreSQL server, if one was started."""
+    global _session_pg
+    with _session_pg_lock:
+        server, _session_pg = _session_pg, None
+    if server is not None:
+        server.stop()
 
 
 def dcmtk(*args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:

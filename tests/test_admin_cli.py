@@ -7,7 +7,6 @@ import io
 import json
 import re
 import socket
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -139,10 +138,9 @@ def test_a_port_in_use_stops_start_up_with_one_line(tmp_path, door, section):
 def test_an_index_of_a_newer_version_is_refused(tmp_path):
     node = RunningNode(tmp_path / "node", node_config(tmp_path / "node"))
     assert node.cli("migrate").returncode == 0
-    with sqlite3.connect(node.storage / "index.sqlite") as db:
-        db.execute(
-            "INSERT INTO schema_migration (name, applied_at) VALUES ('9999_from_the_future', '2030-01-01')"
-        )
+    node.index_rows(
+        "INSERT INTO schema_migration (name, applied_at) VALUES ('9999_from_the_future', '2030-01-01')"
+    )
     for command in ("serve", "migrate"):
         r = node.cli(command, timeout=60)
         assert r.returncode == 1, (command, r.stderr)

@@ -7,7 +7,6 @@ Results are checked as a client sees them (QIDO-RS, findscu) and on disk.
 
 from __future__ import annotations
 
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -79,8 +78,7 @@ def study_folder(node: RunningNode, study_uid: str) -> Path:
 
 
 def outbox_rows(node: RunningNode) -> int:
-    with sqlite3.connect(node.storage / "index.sqlite") as db:
-        return db.execute('SELECT COUNT(*) FROM "outbox"').fetchone()[0]
+    return node.index_rows('SELECT COUNT(*) FROM "outbox"')[0][0]
 
 
 def test_delete_a_study_over_http(held):

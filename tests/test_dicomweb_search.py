@@ -14,13 +14,14 @@ from node.index.db import open_database
 from node.index.migrate import migrate
 from node.ingest import Ingest, Source
 from node.store import InstanceStore
+from tests.harness import index_database
 
 
 @pytest.fixture(scope="module")
 def seven_studies(tmp_path_factory) -> list[str]:
     root: Path = tmp_path_factory.mktemp("search")
     ingest = Ingest(InstanceStore(root / "storage", fsync=False))
-    migrate(open_database(root / "storage" / "index.sqlite", durable=False))
+    migrate(open_database(index_database(root), durable=False))
     accessions = []
     for n in range(7):
         ds = make_dataset(study_uid=generate_uid(), series_uid=generate_uid(), accession=f"A{n}")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import os
 import signal
-import sqlite3
 import subprocess
 import threading
 import time
@@ -24,6 +23,7 @@ from pydicom import dcmread
 from pydicom.uid import generate_uid
 
 from bench.corpus import make_dataset, write, write_corpus
+from node.index.jobs import export_state
 from tests import harness
 from tests.harness import NODE_AE, QRSCP, Orthanc, free_port, orthanc_available
 
@@ -78,15 +78,9 @@ def export_files(node) -> list[Path]:
 
 def job_rows(node, accession: str) -> list[tuple]:
     """(state, failure) of the accession's export job rows, in the export's words for the state."""
-    with sqlite3.connect(node.config["storage"]["database"]) as db:
-        rows = db.execute(
-            "SELECT state, phase, failure FROM job WHERE kind = 'export' AND key = ?", (accession,)
-        ).fetchall()
-    words = {"done": "ready", "cancelled": "failed"}
-    return [
-        ((phase or "queued") if state == "running" else words.get(state, state), failure)
-        for state, phase, failure in rows
-    ]
+    sql = "SELECT state, phase, failure FROM job WHERE kind = 'export' AND key = ?"
+    rows = node.index_rows(sql, accession)
+    return [(export_state(state, phase), failure) for state, phase, failure in rows]
 
 
 def study(root: Path, accession: str, n: int, *, series: int = 2) -> list[Path]:

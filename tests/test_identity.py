@@ -7,7 +7,6 @@ ZIP export of the node itself.
 from __future__ import annotations
 
 import io
-import sqlite3
 import time
 import zipfile
 from pathlib import Path
@@ -28,8 +27,7 @@ from tests.test_stow import content_type, dicom_parts, failed_items, multipart, 
 
 
 def rows(node: RunningNode, sql: str, *args) -> list[tuple]:
-    with sqlite3.connect(node.config["storage"]["database"]) as db:
-        return db.execute(sql, args).fetchall()
+    return node.index_rows(sql, *args)
 
 
 def study_of(node: RunningNode, sop_uid: str) -> list[str]:

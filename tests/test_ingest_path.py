@@ -20,11 +20,12 @@ from node.index.models import Instance
 from node.ingest import Ingest, Ingested, Source, Status
 from node.statuses import PROCESSING_FAILURE
 from node.store import InstanceStore
+from tests.harness import index_database
 
 
 @pytest.fixture
 def ingest(tmp_path) -> Ingest:
-    migrate(open_database(tmp_path / "storage" / "index.sqlite", durable=False))
+    migrate(open_database(index_database(tmp_path), durable=False))
     return Ingest(InstanceStore(tmp_path / "storage", fsync=False))
 
 
@@ -89,7 +90,7 @@ def test_failed_indexing_removes_the_new_file_and_restores_a_replaced_one(ingest
 def test_migration_0004_fills_each_study_from_its_patient(tmp_path):
     import importlib
 
-    db = open_database(tmp_path / "old.sqlite", durable=False)
+    db = open_database(index_database(tmp_path / "old"), durable=False)
     for name in ("0001_initial", "0002_export_jobs", "0003_outbox"):
         importlib.import_module(f"migrations.{name}").apply(db)
     db.execute_sql(

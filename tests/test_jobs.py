@@ -22,7 +22,7 @@ from pydicom import dcmread
 from bench.corpus import write_corpus
 from node.config import JobSettings, load
 from node.index import jobs
-from node.index.db import open_database
+from node.index.db import execute, open_database
 from node.index.migrate import available, migrate
 from node.index.models import SchemaMigration
 from node.index.selection import Selection
@@ -35,6 +35,7 @@ from tests.harness import (
     StoreSCP,
     dataset_bytes,
     free_port,
+    index_database,
     node_config,
     storescu,
     twin_config,
@@ -112,7 +113,7 @@ class Failing:
 
 
 def test_two_runners_polling_one_index_run_each_job_once(tmp_path):
-    migrate(open_database(tmp_path / "index.sqlite"))
+    migrate(open_database(index_database(tmp_path)))
     settings = JobSettings(lease_seconds=2, poll_seconds=0.02)
     runs: Counter = Counter()
     lock = threading.Lock()
@@ -150,7 +151,7 @@ def test_two_runners_polling_one_index_run_each_job_once(tmp_path):
 
 def test_export_jobs_move_into_the_job_table(tmp_path):
     """Migration 0005: ready archives stay ready, interrupted jobs are queued to resume."""
-    db = open_database(tmp_path / "index.sqlite")
+    db = open_database(index_database(tmp_path))
     db.create_tables([SchemaMigration])
     for name in available():
         if name >= "0005":
@@ -168,7 +169,7 @@ def test_export_jobs_move_into_the_job_table(tmp_path):
         ("BAD1", "failed", "remote", "remote 'pacs' down", "pacs", "", None, 0, 0, 0, "", None),
     ]
     for row in rows:
-        db.execute_sql(
+        execute(
             f"INSERT INTO export_job ({columns}) VALUES ({', '.join(['?'] * 16)})",
             (*row, "2026-01-01 00:00:00", "2026-01-01 00:00:01", None, None),
         )

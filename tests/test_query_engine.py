@@ -13,6 +13,7 @@ from node.index.db import open_database
 from node.index.migrate import migrate
 from node.ingest import Ingest, Source
 from node.store import InstanceStore
+from tests.harness import index_database
 
 UIDS = {name: generate_uid() for name in ("S1", "S2", "S3", "S4", "S1CT", "S1MR", "S2CT", "S3US", "S4CT")}
 
@@ -22,7 +23,7 @@ def index(tmp_path_factory) -> dict[str, str]:
     """Four studies of three patients, ingested like any instance; returns the study UIDs."""
     root: Path = tmp_path_factory.mktemp("qindex")
     ingest = Ingest(InstanceStore(root / "storage", fsync=False))
-    migrate(open_database(root / "storage" / "index.sqlite", durable=False))
+    migrate(open_database(index_database(root), durable=False))
     layout = [
         # study, series, patient id, name, charset, accession, date, modality, sop class, instances
         ("S1", "S1CT", "P1", "Иванов^Иван", "ISO_IR 192", "ACC1", "20240110", "CT", CTImageStorage, 3),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -30,8 +29,7 @@ def stored_path(node, sop_uid: str) -> Path:
 
 
 def index_rows(node, sql: str, *args) -> list[tuple]:
-    with sqlite3.connect(node.config["storage"]["database"]) as db:
-        return db.execute(sql, args).fetchall()
+    return node.index_rows(sql, *args)
 
 
 def send_with_pynetdicom(node, ds, *, aet: str = "PYSCU"):

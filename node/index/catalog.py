@@ -108,7 +108,7 @@ ATTRIBUTES: tuple[Attribute, ...] = (
     A("AccessionNumber", "STUDY", TEXT, "accession_number", indexed=True, qido=True),
     A("StudyID", "STUDY", TEXT, "study_id", qido=True),
     A("StudyDescription", "STUDY", TEXT, "study_description", qido=True),
-    A("ReferringPhysicianName", "STUDY", PN, "referring_physician", qido=True),
+    A("ReferringPhysicianName", "STUDY", PN, "referring_physician", indexed=True, qido=True),
     A("InstitutionName", "STUDY", TEXT, "institution_name"),
     A("NumberOfStudyRelatedSeries", "STUDY", COUNT, qido=True),
     A("NumberOfStudyRelatedInstances", "STUDY", COUNT, qido=True),

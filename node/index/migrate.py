@@ -10,6 +10,7 @@ import peewee
 
 import migrations
 
+from .db import write_transaction
 from .models import SchemaMigration
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,12 @@ class SchemaTooNew(RuntimeError):
 
 
 def _recorded(db: peewee.Database) -> set[str]:
-    db.create_tables([SchemaMigration], safe=True)
+    with write_transaction():
+        db.create_tables([SchemaMigration], safe=True)
+    return _done()
+
+
+def _done() -> set[str]:
     return {row.name for row in SchemaMigration.select(SchemaMigration.name)}
 
 
@@ -61,12 +67,17 @@ def migrate(db: peewee.Database) -> list[str]:
     """Apply every pending migration, each in its own transaction; return their names.
 
     Raises SchemaTooNew (and changes nothing) for an index of a newer version.
+    Each runs under the index's write lock and is checked again inside it,
+    so that two processes starting together on one database (a CLI command
+    beside the server, two nodes on one PostgreSQL) apply it once.
     """
     check_not_newer(db)
     applied = []
     for name in pending(db):
         module = importlib.import_module(f"migrations.{name}")
-        with db.atomic():
+        with write_transaction():
+            if name in _done():
+                continue
             module.apply(db)
             SchemaMigration.create(name=name)
         log.info("applied migration %s", name)

@@ -72,6 +72,10 @@ class Series(BaseModel):
     created_at = peewee.DateTimeField(default=utcnow)
     updated_at = peewee.DateTimeField(default=utcnow)
 
+    class Meta:
+        # Migration 0009: the study's series by modality (ModalitiesInStudy) from the index alone.
+        indexes = ((("study", "modality"), False),)
+
 
 @_catalogue("IMAGE")
 class Instance(BaseModel):
