@@ -23,7 +23,7 @@ Then, per backend, in the same run:
   each round) over one association to the node on the big index and to a
   node on an empty index, rounds interleaved; the ratio big / empty is the
   "flat from empty to 1M" figure.  The same instances also go through the
-  ingest path in-process (``ingest_file``, no network), which shows the
+  ingest path in-process (``Ingest.ingest_file``, no network), which shows the
   index's share without the noise of the DIMSE side.
 
 Orthanc answers the same C-FIND types holding ``--orthanc-studies`` studies
@@ -57,7 +57,7 @@ from node.index import query as engine
 from node.index.db import open_database
 from node.index.migrate import migrate
 from node.index.models import Instance, Patient, Series, Study
-from node.ingest import Source, ingest_file
+from node.ingest import Ingest, Source
 from node.store import InstanceStore
 from tests.harness import (
     NODE_AE,
@@ -309,7 +309,7 @@ def ingest_rates(
 def ingest_path_times(backend: Backend, big: str, tmp: Path, n: int, rounds: int) -> tuple[list, list]:
     """ms per instance of the ingest path in-process (no network), into *big* and an empty index.
 
-    ``ingest_file`` on tiny files with a durable index (the file's own fsync
+    ``Ingest.ingest_file`` on tiny files with a durable index (the file's own fsync
     off, so that the figure is the header read and the index transaction);
     rounds interleaved, medians of *n* instances per round.
     """
@@ -321,11 +321,11 @@ def ingest_path_times(backend: Backend, big: str, tmp: Path, n: int, rounds: int
             target = big if label == "big" else backend.empty(folder)
             open_database(target, durable=True)
             migrate(index_db.database.obj)
-            store = InstanceStore(folder / "store", fsync=False)
+            ingest = Ingest(InstanceStore(folder / "store", fsync=False))
             times = []
             for path in files:
                 t0 = time.perf_counter()
-                if not ingest_file(store, path, Source("import"), take=True).ok:
+                if not ingest.ingest_file(path, Source("import"), take=True).ok:
                     raise RuntimeError(f"ingest of {path} failed")
                 times.append((time.perf_counter() - t0) * 1000)
             out[label].append(median(times))

@@ -23,7 +23,7 @@ from node.index import ddl
 from node.index import query as q
 from node.index.migrate import migrate
 from node.index.models import BaseModel, utcnow
-from node.ingest import Source, ingest_file
+from node.ingest import Ingest, Source
 from node.store import InstanceStore
 from tests.harness import (
     PG_PASSWORD,
@@ -52,7 +52,7 @@ NAMES = {
 def index(tmp_path_factory) -> str:
     """A fresh index (this backend) holding one study per name; returns its database target."""
     root: Path = tmp_path_factory.mktemp("backends")
-    store = InstanceStore(root / "storage", fsync=False)
+    ingest = Ingest(InstanceStore(root / "storage", fsync=False))
     target = index_database(root)
     migrate(index_db.open_database(target, durable=False))
     for accession, name in NAMES.items():
@@ -64,7 +64,7 @@ def index(tmp_path_factory) -> str:
             charset="ISO_IR 192",
             accession=accession,
         )
-        assert ingest_file(store, write(ds, root / "in" / f"{accession}.dcm"), Source("import"), take=True).ok
+        assert ingest.ingest_file(write(ds, root / "in" / f"{accession}.dcm"), Source("import"), take=True).ok
     return target
 
 
