@@ -17,6 +17,7 @@ import uvicorn
 from .config import Settings
 from .context import NodeContext, open_context
 from .dimse import ae as dimse_ae
+from .dimse import wire
 from .export.service import ExportService
 from .remotes.forwarder import Forwarder
 from .store import use_store_tempdir
@@ -56,6 +57,9 @@ def _drain(dimse_server, grace_s: float) -> None:
 
 def serve(settings: Settings) -> int:
     """Run the node until SIGTERM/SIGINT; return the exit code."""
+    # Before any association exists: the node's hooks into pynetdicom (the safety
+    # ones always, the fast path per [dicom].fast_path).
+    wire.install(fast_path=settings.dicom.fast_path)
     ctx: NodeContext = open_context(settings)
     ctx.store.discard_temp()
     use_store_tempdir(ctx.store)
@@ -94,10 +98,11 @@ def serve(settings: Settings) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: None)
     log.info(
-        "serving %s: DICOM on %s:%d, HTTP on %s:%d, store %s",
+        "serving %s: DICOM on %s:%d (fast path %s), HTTP on %s:%d, store %s",
         settings.dicom.ae_title,
         settings.dicom.host,
         settings.dicom.port,
+        "on" if settings.dicom.fast_path else "off",
         h.host,
         h.port,
         settings.storage.path,

@@ -23,6 +23,14 @@ import httpx
 
 REPO = Path(__file__).resolve().parent.parent
 NODE_AE = "DICOM_NODE"
+# "false": every node a test starts runs without the wire layer's fast path
+# (`make test` runs the DIMSE modules a second time that way).
+ENV_FAST_PATH = "DICOM_NODE_TEST_FAST_PATH"
+
+
+def fast_path_default() -> bool:
+    """The ``[dicom].fast_path`` the harness writes unless a test sets it."""
+    return os.environ.get(ENV_FAST_PATH, "true").strip().lower() not in ("0", "false", "no", "off")
 
 
 def free_port() -> int:
@@ -75,7 +83,12 @@ def toml_text(config: dict[str, Any]) -> str:
 def node_config(root: Path, **sections: dict[str, Any]) -> dict[str, Any]:
     """A complete config for a node under *root* on free ports; *sections* override keys."""
     config: dict[str, Any] = {
-        "dicom": {"ae_title": NODE_AE, "host": "127.0.0.1", "port": free_port()},
+        "dicom": {
+            "ae_title": NODE_AE,
+            "host": "127.0.0.1",
+            "port": free_port(),
+            "fast_path": fast_path_default(),
+        },
         "http": {"host": "127.0.0.1", "port": free_port()},
         "storage": {"path": str(root / "storage"), "database": str(root / "storage/index.sqlite")},
         "export": {"path": str(root / "storage/zip"), "compression": 3},

@@ -1,27 +1,26 @@
 """Storage SCP: received C-STORE data sets into the ingest path.
 
-Normally :mod:`node.dimse.fast_store` takes the C-STORE-RQs of associations
-our server accepts; pynetdicom's EVT_C_STORE (``handle_store``) remains for
-anything that reaches pynetdicom's own storage service.  Both call
-:func:`store_received`.
+With the fast path the wire layer takes the C-STORE-RQs of associations the
+node accepts and calls :class:`Receiver`; otherwise pynetdicom's EVT_C_STORE
+(:func:`handle_store`) does.  Both end in :func:`store_received`, which
+never raises: whatever happens, the peer gets a status.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from pydicom.dataset import Dataset
 
 from ..context import NodeContext
 from ..ingest import Source, ingest_file
-from . import fast_store
+from ..statuses import OUT_OF_RESOURCES, PROCESSING_FAILURE, SUCCESS, status_text
 from .associations import stats
+from .wire import error_comment
 
-
-def error_comment(reason: str) -> str:
-    """*reason* as an ErrorComment: LO, at most 64 characters, no backslash or controls."""
-    cleaned = "".join(c if " " <= c <= "~" and c != "\\" else "?" for c in reason)
-    return cleaned[:64]
+log = logging.getLogger("node.dimse")
 
 
 def store_received(ctx: NodeContext, assoc, path: Path) -> tuple[int, str]:
@@ -31,12 +30,53 @@ def store_received(ctx: NodeContext, assoc, path: Path) -> tuple[int, str]:
     # tagged with it, so that store-and-forward never sends it back there.
     remote = ctx.settings.remote_by_ae(calling)
     source = Source("dimse", calling_aet=calling, remote=remote.name if remote else "")
-    outcome = ingest_file(ctx.store, path, source, take=True)
+    try:
+        outcome = ingest_file(ctx.store, path, source, take=True)
+    except Exception as exc:  # noqa: BLE001 - the peer is answered whatever happened
+        log.exception("C-STORE from %s: ingest failed", calling)
+        path.unlink(missing_ok=True)
+        status = OUT_OF_RESOURCES if isinstance(exc, OSError) else PROCESSING_FAILURE
+        stats(assoc).count("failed")
+        return status, error_comment(f"could not store: {exc}")
     if outcome.ok:
         stats(assoc).count(outcome.status.value)
-        return 0x0000, ""
+        return SUCCESS, ""
+    path.unlink(missing_ok=True)  # nothing half-written stays in the temp folder
     stats(assoc).count("failed")
+    if outcome.failure_code & 0xFF00 == OUT_OF_RESOURCES:
+        log.warning(
+            "C-STORE of %s from %s refused %s: %s",
+            outcome.sop_instance_uid or "?",
+            calling,
+            status_text(outcome.failure_code),
+            outcome.reason,
+        )
     return outcome.failure_code, error_comment(outcome.reason)
+
+
+class Receiver:
+    """What the wire layer calls for the associations the node accepts (see wire.Receiver)."""
+
+    def __init__(self, ctx: NodeContext, *, echo: Callable[[object], int]) -> None:
+        self._ctx = ctx
+        self._echo = echo
+
+    def stored(self, assoc, path: Path) -> tuple[int, str]:
+        return store_received(self._ctx, assoc, path)
+
+    def failed(self, assoc, sop_instance: str, error: str) -> tuple[int, str]:
+        stats(assoc).count("failed")
+        log.warning(
+            "C-STORE of %s from %s refused %s: %s",
+            sop_instance,
+            assoc.requestor.ae_title,
+            status_text(OUT_OF_RESOURCES),
+            error,
+        )
+        return OUT_OF_RESOURCES, error_comment(error)
+
+    def echo(self, assoc) -> int:
+        return self._echo(assoc)
 
 
 def handle_store(event, ctx: NodeContext) -> Dataset:
@@ -47,13 +87,3 @@ def handle_store(event, ctx: NodeContext) -> Dataset:
     if comment:
         rsp.ErrorComment = comment
     return rsp
-
-
-def handle_conn_open(event, ctx: NodeContext) -> None:
-    """EVT_CONN_OPEN: put the association's C-STOREs on the fast path."""
-    fast_store.enable(event.assoc, lambda assoc, path: store_received(ctx, assoc, path), ctx.store.temp_path)
-
-
-def handle_conn_close(event) -> None:
-    """EVT_CONN_CLOSE: an instance cut off mid-transfer leaves no temp file behind."""
-    fast_store.discard(event.assoc)

@@ -26,7 +26,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from pynetdicom.association import Association
+from pynetdicom import Association
 
 from ..config import Remote
 from ..context import NodeContext
