@@ -6,6 +6,12 @@ BIN := $(VENV)/bin
 # storescp, dcmqrscp), zip, and Orthanc with its DICOMweb plugin as an upstream PACS.
 TEST_DEBS := dcmtk zip orthanc orthanc-dicomweb
 
+# The DIMSE test modules, run a second time with the wire layer's fast path off
+# ([dicom].fast_path = false in every node the harness starts): pynetdicom's own
+# code paths must pass them too.
+DIMSE_TESTS := tests/test_storage_scp.py tests/test_cfind.py tests/test_retrieve.py \
+	tests/test_store_and_forward.py tests/test_wire_hostile.py tests/test_wire_disk_full.py
+
 .PHONY: serve test install install-test system-deps lint
 
 $(BIN)/python:
@@ -32,6 +38,7 @@ serve: install
 test: install-test
 	$(BIN)/ruff check node tests bench migrations
 	$(BIN)/python -m pytest -q
+	DICOM_NODE_TEST_FAST_PATH=false $(BIN)/python -m pytest -q $(DIMSE_TESTS)
 
 lint: install-test
 	$(BIN)/ruff check node tests bench migrations

@@ -9,7 +9,7 @@ patient, study dates spread over ten years.  ``--full`` is 10,000 studies
 ``--cache`` (default ``/tmp/bench-query-<studies>``) and reused by later runs.
 
 Each query type runs ``--queries`` times (different values) inside one
-pynetdicom association (with the node's pynetdicom tuning, so that the
+pynetdicom association (with the node's wire layer and its fast path, so that the
 client's own 1 ms polling does not dominate), timed from the request to the
 final response:
 study level by AccessionNumber, by PatientID, by PatientName prefix wildcard
@@ -26,7 +26,6 @@ import argparse
 import datetime as dt
 import random
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -38,6 +37,7 @@ from pynetdicom import AE
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind as STUDY_ROOT
 
 from bench.corpus import make_dataset, write
+from node.dimse import wire
 from tests.harness import NODE_AE, Orthanc, RunningNode, median, node_config, nodelay_env, percentile
 
 SERIES_PER_STUDY = 2
@@ -177,8 +177,8 @@ def time_queries(port: int, ae_title: str, queries: list[Dataset]) -> tuple[list
     assoc = ae.associate("127.0.0.1", port, ae_title=ae_title)
     if not assoc.is_established:
         raise RuntimeError(f"{ae_title} did not accept the association")
-    # Nagle's algorithm off on our side too: small PDUs must not wait for delayed ACKs.
-    assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    # Nagle's algorithm off on our side too (small PDUs must not wait for delayed ACKs).
+    wire.prepare(assoc)
     times, matches = [], 0
     try:
         for ds in queries:
@@ -219,12 +219,10 @@ def main(argv: list[str] | None = None) -> None:
     studies = 10_000 if a.full else a.studies
     cache = a.cache or Path(tempfile.gettempdir()) / f"bench-query-{studies}"
 
-    # The measuring client gets the node's pynetdicom tuning (event waits instead
-    # of 1 ms polling): untuned, its own polling is a good part of every figure.
-    # Orthanc is measured with the same client.
-    from node.dimse import tuning
-
-    tuning.apply()
+    # The measuring client gets the node's wire layer with its fast path (event
+    # waits instead of 1 ms polling): without it, its own polling is a good part
+    # of every figure.  Orthanc is measured with the same client.
+    wire.install(fast_path=True)
     rng = random.Random(1234)
     node = filled_node(cache, studies).start()
     tmp = Path(tempfile.mkdtemp(prefix="bench-query-"))

@@ -266,6 +266,15 @@ def extract(ds: Dataset) -> Header:
     return header
 
 
+def _out_of_resources(exc: BaseException | None) -> str:
+    """The message of the disk-full error behind *exc* (OSError, or SQLite's "database or disk is full")."""
+    while exc is not None:
+        if isinstance(exc, OSError) or "database or disk is full" in str(exc):
+            return str(exc)
+        exc = exc.__cause__ or exc.__context__
+    return ""
+
+
 def ingest_file(store: InstanceStore, path: Path, source: Source, *, take: bool) -> Outcome:
     """Store and index the Part-10 file at *path*.
 
@@ -285,15 +294,17 @@ def ingest_file(store: InstanceStore, path: Path, source: Source, *, take: bool)
         size = store.commit(path, relative, take=take)
         instance, replaced_path, replaced = _index(header, relative, size, source)
     except Exception as exc:
-        log.exception("storing %s failed", header.sop_uid)
+        full = _out_of_resources(exc)
+        if not full:  # a full disk is the caller's one log line, not a traceback
+            log.exception("storing %s failed", header.sop_uid)
         return Outcome(
             Status.FAILED,
             sop_class_uid=header.sop_class_uid,
             sop_instance_uid=header.sop_uid,
             study_uid=header.study_uid,
             series_uid=header.series_uid,
-            reason=f"could not store the instance: {exc}",
-            failure_code=OUT_OF_RESOURCES if isinstance(exc, OSError) else PROCESSING_FAILURE,
+            reason=f"could not store the instance: {full or exc}",
+            failure_code=OUT_OF_RESOURCES if full else PROCESSING_FAILURE,
         )
     if replaced_path and replaced_path != relative:
         store.remove(replaced_path)

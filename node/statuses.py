@@ -170,4 +170,4 @@ COMMAND_NAMES = {
 
 # CommandDataSetType (0000,0800): 0x0101 means no data set follows; anything else means one does.
 NO_DATASET = 0x0101
-DATASET_PRESENT = 0x0000
+DATASET_PRESENT = 0x0001  # what pynetdicom writes; any value but 0x0101 means present

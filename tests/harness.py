@@ -250,6 +250,14 @@ def dataset_bytes(path: Path) -> bytes:
     return data[144 + meta_len :]
 
 
+def proc_status_kb(pid: int, key: str = "VmRSS") -> int:
+    """A size field of /proc/<pid>/status (VmRSS, VmHWM, ...) in kB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{key}:"):
+            return int(line.split()[1])
+    raise KeyError(f"{key} not in /proc/{pid}/status")
+
+
 def nodelay_env() -> dict[str, str]:
     """Environment that makes Debian's DCMTK and Orthanc turn Nagle's algorithm off."""
     return {**os.environ, "TCP_NODELAY": "1"}

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pynetdicom import evt
 
 from ..config import DicomSettings
+from . import wire
 
 log = logging.getLogger("node.dimse")
 
@@ -52,6 +53,7 @@ def _on_close(event) -> None:
         # Rejections are logged on their own; a bare TCP probe is not an association.
         return
     done = ", ".join(f"{n} {k}" for k, n in sorted(st.counts.items())) or "nothing done"
+    ending = "aborted by the node" if wire.refusal(assoc) else st.ending
     log.info(
         "association %s from %s:%s to %s: %s; %s in %.2fs",
         peer.ae_title,
@@ -59,7 +61,7 @@ def _on_close(event) -> None:
         peer.port,
         assoc.acceptor.ae_title,
         done,
-        st.ending,
+        ending,
         time.monotonic() - st.started,
     )
 

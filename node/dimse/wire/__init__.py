@@ -74,6 +74,7 @@ __all__ = [
     "install",
     "installed",
     "prepare",
+    "refusal",
     "send_dataset",
     "send_file",
     "serve",
@@ -138,6 +139,11 @@ def installed() -> dict[str, bool]:
     }
 
 
+def refusal(assoc) -> str:
+    """Why the wire layer aborted *assoc* (already logged), or "" if it did not."""
+    return getattr(assoc, "_node_refusal", "")
+
+
 def prepare(assoc, *, send_only: bool = False) -> None:
     """Set up an association the node requested; *send_only* when it will only C-STORE on it."""
     prepare_socket(assoc)
@@ -146,6 +152,13 @@ def prepare(assoc, *, send_only: bool = False) -> None:
     if send_only and fast_path():
         # Nothing but our C-STOREs is written to it: they may go straight to the socket.
         assoc._node_direct = True
+
+
+def _message_id(assoc) -> int:
+    """The next Message ID for a request the node sends on *assoc* (1..65535, then round again)."""
+    current = getattr(assoc, "_node_message_id", 0) % 0xFFFF + 1
+    assoc._node_message_id = current
+    return current
 
 
 def _answer(rsp) -> tuple[int | None, str]:
@@ -170,6 +183,7 @@ def send_file(
     The peer must have accepted *transfer_syntax* for *sop_class*.  Raises
     OSError when the connection fails while sending.
     """
+    message_id = _message_id(assoc)
     if fast_path():
         reactor.skip_reactor_pause(assoc)
         if direct.active(assoc):
@@ -181,6 +195,7 @@ def send_file(
                         sop_class,
                         sop_uid,
                         transfer_syntax,
+                        message_id=message_id,
                         originator_ae=originator_ae,
                         originator_id=originator_id,
                     )
@@ -188,7 +203,9 @@ def send_file(
             except direct.NotDirect:
                 pass
     return _answer(
-        assoc.send_c_store(path, originator_aet=originator_ae or None, originator_id=originator_id)
+        assoc.send_c_store(
+            path, msg_id=message_id, originator_aet=originator_ae or None, originator_id=originator_id
+        )
     )
 
 
@@ -196,10 +213,13 @@ def send_dataset(
     assoc, dataset, *, originator_ae: str = "", originator_id: int | None = None
 ) -> tuple[int | None, str]:
     """C-STORE a decoded data set (pynetdicom encodes it in the accepted transfer syntax)."""
+    message_id = _message_id(assoc)
     if fast_path():
         reactor.skip_reactor_pause(assoc)
     return _answer(
-        assoc.send_c_store(dataset, originator_aet=originator_ae or None, originator_id=originator_id)
+        assoc.send_c_store(
+            dataset, msg_id=message_id, originator_aet=originator_ae or None, originator_id=originator_id
+        )
     )
 
 

@@ -14,7 +14,8 @@ group length first (PS3.7 6.3.1, E.1).
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from typing import BinaryIO
 
 from ...statuses import (
     C_ECHO_RSP,
@@ -255,3 +256,17 @@ def message(context_id: int, command: bytes, dataset: bytes | None, max_pdu: int
     if dataset is not None:
         out += fragments(context_id, dataset, max_pdu, command=False)
     return out
+
+
+READ_BLOCK = 256 * 1024
+
+
+def dataset_stream(context_id: int, source: BinaryIO, max_pdu: int) -> Iterator[bytes]:
+    """The data set read from *source* (to its end) as P-DATA-TF PDUs, a bounded block at a time."""
+    size = fragment_size(max_pdu) or READ_BLOCK
+    block = max(size, (READ_BLOCK // size) * size)  # whole PDVs per read
+    data = source.read(block)
+    while data:
+        following = source.read(block)
+        yield fragments(context_id, data, max_pdu, command=False, last=not following)
+        data = following

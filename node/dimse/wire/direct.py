@@ -30,8 +30,6 @@ from pynetdicom.dsutils import encode
 from ...statuses import PENDING
 from . import codec
 
-READ_BLOCK = 256 * 1024
-
 
 class NotDirect(Exception):
     """This file or association cannot take the direct path; use pynetdicom's."""
@@ -96,16 +94,11 @@ def send_file(
         sop_class, sop_uid, message_id, originator_ae=originator_ae, originator_id=originator_id
     )
     max_pdu = assoc.dimse.maximum_pdu_size
-    size = codec.fragment_size(max_pdu) or READ_BLOCK
-    block = max(size, (READ_BLOCK // size) * size)  # whole PDVs per read
     with path.open("rb") as fh:
         fh.seek(offset)
         _send(assoc, codec.fragments(context_id, command, max_pdu, command=True))
-        data = fh.read(block)
-        while data:
-            following = fh.read(block)
-            _send(assoc, codec.fragments(context_id, data, max_pdu, command=False, last=not following))
-            data = following
+        for pdus in codec.dataset_stream(context_id, fh, max_pdu):
+            _send(assoc, pdus)
     _cx, rsp = assoc.dimse.get_msg(block=True)
     return rsp
 

@@ -178,6 +178,7 @@ def _drop_partial(provider: DIMSEServiceProvider) -> None:
 
 def _abort(provider: DIMSEServiceProvider, state: _Inbound, why: str) -> None:
     log.warning("association %s: %s; aborted", _peer(provider.assoc), why)
+    provider.assoc._node_refusal = why
     state.dead = True
     if state.incoming is not None:
         fast_store.discard(state.incoming)

@@ -147,6 +147,7 @@ def _refuse(dul: DULServiceProvider, why: str, reason: int | None) -> None:
     before = dul.assoc.is_acceptor and dul.state_machine.current_state in _BEFORE_ASSOCIATION
     what = "connection" if before else "association"
     log.warning("%s %s: %s; %s", what, _peer(dul), why, "closed" if reason is None else "aborted")
+    dul.assoc._node_refusal = why
     wrapper = dul.socket
     sock = wrapper.socket if wrapper is not None else None
     if sock is not None and reason is not None:
