@@ -40,7 +40,9 @@ hook                   pynetdicom internal it replaces                          
                        the server's ``service_actions`` / ``process_request``,
                        no wait for the reactor to park before a C-STORE
                        (:mod:`.reactor`)
-``validation``         pydicom's value validation off (``pydicom.config``)        fast path
+``validation``         pydicom's value validation off (``pydicom.config``), UID   fast path
+                       checks cached (``_config.VALIDATORS["UI"]``,
+                       ``pydicom.uid.UID.is_valid``) (:mod:`.validation`)
 =====================  =========================================================  ===========
 
 With ``fast_path = false`` the node runs on pynetdicom's own code paths
@@ -55,10 +57,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydicom import config as pydicom_config
 from pynetdicom import _config
 
-from . import direct, inbound, reactor, reader, retrieve_service
+from . import direct, inbound, reactor, reader, retrieve_service, validation
 from .codec import error_comment
 from .inbound import Receiver
 from .limits import advertised_max_pdu
@@ -80,10 +81,6 @@ __all__ = [
     "serve",
 ]
 
-_PYDICOM_DEFAULTS = (
-    pydicom_config.settings.reading_validation_mode,
-    pydicom_config.settings.writing_validation_mode,
-)
 _installed_mode: bool | None = None
 
 
@@ -103,18 +100,10 @@ def install(*, fast_path: bool = True) -> None:
     inbound.install()
     if fast_path:
         reactor.install()
-        # Every command set pynetdicom builds and every header value the node
-        # reads went through pydicom's per-value regex checks (a warning at
-        # most): a fifth of the CPU of a small C-STORE.  The node stores data
-        # as received and validates what it relies on itself.
-        pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
-        pydicom_config.settings.writing_validation_mode = pydicom_config.IGNORE
+        validation.install()
     else:
         reactor.uninstall()
-        (
-            pydicom_config.settings.reading_validation_mode,
-            pydicom_config.settings.writing_validation_mode,
-        ) = _PYDICOM_DEFAULTS
+        validation.uninstall()
     _installed_mode = fast_path
 
 
@@ -135,7 +124,7 @@ def installed() -> dict[str, bool]:
         "fast_store": inbound.installed() and fast,
         "direct": fast,
         "reactor": reactor.installed(),
-        "validation": pydicom_config.settings.reading_validation_mode == pydicom_config.IGNORE,
+        "validation": validation.installed(),
     }
 
 

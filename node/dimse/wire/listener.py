@@ -58,6 +58,7 @@ def _on_open(event, receiver: inbound.Receiver, temp_path: Callable[[], Path]) -
     if reader.fast():
         fast_store.enable(assoc, receiver, temp_path)
         reactor.wake_on_messages(assoc)
+        reactor.start_dul_first(assoc)
 
 
 def _on_close(event) -> None:

@@ -21,6 +21,8 @@ pynetdicom's behaviour:
   collector already frees dead associations.  Each connection is set up in
   the accepting thread, as pynetdicom's non-threaded server does, instead of
   a new thread that only starts the association's own threads.
+- An accepted connection's DUL thread starts at once, before (not after)
+  its association thread.
 - Associations opened only to send (C-MOVE, forwarding): their own
   association thread never takes a message off their DIMSE queue, and
   ``send_c_store`` does not wait for it to pause (see
@@ -67,6 +69,18 @@ def wake_on_messages(assoc: Association) -> None:
     assoc._node_wake = wake
     assoc.dimse.msg_queue = _WakingQueue(wake)
     assoc.dul.to_user_queue = _WakingQueue(wake)
+
+
+def start_dul_first(assoc: Association) -> None:
+    """Start the DUL thread of *assoc* (an acceptor not started yet) now, from the accepting thread.
+
+    pynetdicom's association thread starts it and waits until it runs: two
+    thread start-ups in a row before the A-ASSOCIATE-RQ that is already in
+    the socket is read.  Started here, the DUL reads it while the
+    association thread starts.
+    """
+    assoc.dul.start()
+    assoc._started_dul = True
 
 
 def _dul_wait(provider: DULServiceProvider, seconds: float) -> None:
