@@ -443,6 +443,23 @@ class Orthanc(_Process):
         }
 
 
+def time_calls(
+    commands: dict[str, list[str]], n: int, env: dict[str, str] | None = None
+) -> dict[str, list[float]]:
+    """Wall time in ms of *n* runs of each command line (each must exit 0), interleaved.
+
+    Round i runs every command once, so that load from elsewhere on the
+    machine falls on all of them alike.
+    """
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(n):
+        for name, args in commands.items():
+            started = time.perf_counter()
+            subprocess.run(args, check=True, capture_output=True, env=env)
+            times[name].append((time.perf_counter() - started) * 1000)
+    return times
+
+
 def median(values: list[float]) -> float:
     s = sorted(values)
     n = len(s)

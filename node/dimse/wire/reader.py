@@ -79,24 +79,25 @@ def _read_safe(sock: socket.socket, n: int, deadline: float | None) -> bytearray
     return out
 
 
-def _read_fast(sock: socket.socket, n: int, deadline: float | None) -> bytearray:
-    """Up to *n* bytes straight into one buffer (its size is already bounded by the caller)."""
-    buf = bytearray(n)
+def _read_fast(sock: socket.socket, n: int, deadline: float | None, header: bytes) -> bytearray:
+    """*header* and up to *n* more bytes straight into one buffer (its size is bounded by the caller)."""
+    buf = bytearray(len(header) + n)
+    buf[: len(header)] = header
     view = memoryview(buf)
-    got = 0
+    got = len(header)
     try:
-        while got < n:
+        while got < len(buf):
             try:
                 _wait_readable(sock, deadline)
             except _Stalled:
-                raise _Stalled(got, n) from None
-            k = sock.recv_into(view[got:], n - got)
+                raise _Stalled(got - len(header), n) from None
+            k = sock.recv_into(view[got:], len(buf) - got)
             if not k:
                 break
             got += k
     finally:
         view.release()
-    if got < n:
+    if got < len(buf):
         del buf[got:]
     elif _QUICKACK is not None:
         # A peer with Nagle on holds its next small segment until this one is
@@ -172,7 +173,7 @@ def read_pdu(self: DULServiceProvider) -> None:
         self.event_queue.put("Evt17")
         return
     deadline, setting = _deadline(self)
-    read = _read_fast if _fast else _read_safe
+    where = "a PDU header"
     try:
         header = _read_safe(sock, 6, deadline)
         if len(header) < 6:
@@ -191,17 +192,20 @@ def read_pdu(self: DULServiceProvider) -> None:
                 codec.REASON_INVALID_PARAMETER,
             )
             return
-        body = read(sock, length, deadline)
+        where = f"a {name}"
+        if _fast:
+            data = _read_fast(sock, length, deadline, header)
+        else:
+            data = header + _read_safe(sock, length, deadline)
     except _Stalled as exc:
         timeout = self.assoc.acse_timeout if setting == "acse_timeout" else self.assoc.network_timeout
-        where = f"inside a PDU ({exc.got} of {exc.wanted} bytes)" if exc.wanted else "inside a PDU header"
         before = self.assoc.is_acceptor and self.state_machine.current_state in _BEFORE_ASSOCIATION
         if before:
-            where = "before the end of its A-ASSOCIATE-RQ"
+            where = "its A-ASSOCIATE-RQ"
         # Before an association exists the connection is just closed (ARTIM expiry, PS3.8 9.2).
         _refuse(
             self,
-            f"peer stalled {where} for {setting} ({timeout:g} s)",
+            f"peer stalled inside {where} ({exc.got} of {exc.wanted} bytes) for {setting} ({timeout:g} s)",
             None if before else codec.REASON_NOT_SPECIFIED,
         )
         return
@@ -209,21 +213,18 @@ def read_pdu(self: DULServiceProvider) -> None:
         log.debug("connection %s: %s", _peer(self), exc)
         self.event_queue.put("Evt17")
         return
-    if len(body) != length:
-        log.info("association %s: connection closed inside a %s", _peer(self), name)
+    if len(data) != 6 + length:
+        log.info("association %s: connection closed inside %s", _peer(self), where)
         self.event_queue.put("Evt17")
         return
     try:
-        pdu, event = self._decode_pdu(header + body)
+        pdu, event = self._decode_pdu(data)
     except Exception as exc:  # noqa: BLE001 - any malformed PDU is the peer's fault
         log.warning("association %s: malformed %s (%s); aborted", _peer(self), name, exc)
         self.event_queue.put("Evt19")  # the state machine answers with an A-ABORT
         return
     self.event_queue.put(event)
     self._recv_pdu.put(pdu)
-
-
-_original = DULServiceProvider._read_pdu_data
 
 
 def install(fast: bool) -> None:
