@@ -115,6 +115,15 @@ def test_lying_p_data_length_inside_an_association(node, announced):
     assert_echo_answers(node)
 
 
+def test_lying_pdv_length_inside_a_p_data_tf(node):
+    """The PDU length is honest, the presentation data value item inside it is not."""
+    with associated(node) as peer:
+        body = struct.pack(">IBB", 0x00FFFFFF, ECHO_CX, 0x03) + echo_rq()
+        peer.send(pdu(0x04, body))
+        assert_aborted(peer, 2.0)
+    assert_echo_answers(node)
+
+
 def test_unknown_pdu_type_is_aborted(node):
     with associated(node) as peer:
         peer.send(pdu(0x09, bytes(4)))

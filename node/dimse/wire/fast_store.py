@@ -71,7 +71,7 @@ def begin(provider, fast: Handlers, request: StoreRequest) -> Incoming:
     transfer_syntax = assoc._accepted_cx[request.context_id].transfer_syntax[0]
     try:
         incoming.path = fast.temp_path()
-        incoming.file = incoming.path.open("wb")
+        incoming.file = open(incoming.path, "wb")  # noqa: SIM115 - closed by finish() or discard()
         incoming.file.write(
             header_bytes(request.sop_class, request.sop_instance, transfer_syntax, assoc.requestor.ae_title)
         )

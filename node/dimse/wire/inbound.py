@@ -154,9 +154,9 @@ def _peer(assoc) -> str:
 _original_receive = DIMSEServiceProvider.receive_primitive
 
 
-def _pass(provider: DIMSEServiceProvider, context_id: int, data: bytes) -> None:
+def _pass(provider: DIMSEServiceProvider, context_id: int, data) -> None:
     primitive = P_DATA()
-    primitive.presentation_data_value_list = [[context_id, data]]
+    primitive.presentation_data_value_list = [[context_id, bytes(data)]]
     _original_receive(provider, primitive)
 
 
@@ -189,8 +189,13 @@ def _abort(provider: DIMSEServiceProvider, state: _Inbound, why: str) -> None:
 
 def receive_primitive(self: DIMSEServiceProvider, primitive: P_DATA) -> None:
     """Replacement of ``DIMSEServiceProvider.receive_primitive`` (see the module docstring)."""
+    receive_pdvs(self, primitive.presentation_data_value_list)
+
+
+def receive_pdvs(self: DIMSEServiceProvider, items) -> None:
+    """The presentation data values [context ID, bytes or memoryview] of one P-DATA, in order."""
     state = _state(self)
-    for context_id, data in primitive.presentation_data_value_list:
+    for context_id, data in items:
         if state.dead:
             return
         if not data:

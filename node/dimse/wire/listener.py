@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import socket
+import struct
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -25,14 +26,26 @@ BACKLOG = 128
 
 
 def prepare_socket(assoc) -> None:
-    """TCP_NODELAY and a send timeout of ``network_timeout`` on *assoc*'s socket."""
+    """TCP_NODELAY and kernel send / receive timeouts of ``network_timeout`` on *assoc*'s socket.
+
+    The socket stays blocking for Python (no ``settimeout``: that would add
+    a poll() before every read and write); SO_SNDTIMEO makes a send to a
+    peer that stopped reading fail after ``network_timeout``, and reads are
+    bounded by :mod:`.reader`, SO_RCVTIMEO being only a backstop.
+    """
     wrapper = assoc.dul.socket
     sock = wrapper.socket if wrapper is not None else None
     if sock is None:
         return
     try:
+        sock.settimeout(None)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.settimeout(assoc.network_timeout)
+        timeout = assoc.network_timeout
+        if timeout is not None:
+            seconds = int(timeout)
+            value = struct.pack("ll", seconds, int((timeout - seconds) * 1e6))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
     except OSError:
         pass
 

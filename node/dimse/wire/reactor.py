@@ -44,6 +44,8 @@ from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.transport import AssociationServer
 
+from . import reader
+
 # How long an idle reactor waits before re-running its other checks
 # (timers, release/abort requests, kill flags); pynetdicom polls every 1 ms.
 DUL_IDLE_WAIT_S = 0.02
@@ -92,6 +94,7 @@ def _dul_wait(provider: DULServiceProvider, seconds: float) -> None:
         return
     if not provider.to_provider_queue.empty() or provider._kill_thread:
         return
+    reader.quick_ack(sock)
     try:
         ready, _, _ = select.select([sock, pipe[0]], [], [], DUL_IDLE_WAIT_S)
     except (OSError, ValueError):
