@@ -56,9 +56,7 @@ SEND_ONLY_WAIT_S = 0.005
 class _WakingQueue(queue.Queue):
     """A queue that also sets its association's wake-up event on every put."""
 
-    def __init__(self, wake: threading.Event) -> None:
-        super().__init__()
-        self._wake = wake
+    _wake: threading.Event
 
     def _put(self, item) -> None:
         super()._put(item)
@@ -69,8 +67,11 @@ def wake_on_messages(assoc: Association) -> None:
     """Let the association thread of *assoc* (not started yet) sleep until a message or primitive comes."""
     wake = threading.Event()
     assoc._node_wake = wake
-    assoc.dimse.msg_queue = _WakingQueue(wake)
-    assoc.dul.to_user_queue = _WakingQueue(wake)
+    # The queues pynetdicom made become waking ones in place (new ones would
+    # cost six more Condition objects per association).
+    for q in (assoc.dimse.msg_queue, assoc.dul.to_user_queue):
+        q.__class__ = _WakingQueue
+        q._wake = wake
 
 
 def start_dul_first(assoc: Association) -> None:
