@@ -21,7 +21,8 @@ hook                   pynetdicom internal it replaces                          
                        no patient data in pynetdicom's log
 ``retrieve``           ``association.uid_to_service_class``: C-MOVE / C-GET to    when serving
                        the node's handlers (:mod:`.retrieve_service`)             (function)
-``listener``           backlog 128, send timeouts, TCP_NODELAY (socket API only)  when serving
+``listener``           backlog 128, kernel send/receive timeouts, TCP_NODELAY     when serving
+                       (socket API only)                                          (safety)
 ``contexts``           the supported contexts' ``_transfer_syntax`` lists share    when serving
                        their UIDs, so pynetdicom's per-connection deepcopy costs  (safety)
                        ~20 ms, not ~350 ms
@@ -29,8 +30,9 @@ hook                   pynetdicom internal it replaces                          
                        the requesting thread takes its responses (pynetdicom's    (safety)
                        reactor can steal one and the sender waits out the DIMSE
                        timeout)
-``fast_read``          how the reader reads a PDU body: one ``recv_into`` and     fast path
-                       TCP_QUICKACK instead of 4 KiB reads
+``fast_read``          how the reader reads a PDU: one ``recv_into``, TCP_QUICKACK fast path
+                       before waiting, a P-DATA-TF handed straight to
+                       ``inbound`` (no PDU objects, no state-machine round)
 ``fast_store``         C-STORE-RQ / C-ECHO-RQ answered in the DUL thread          fast path
                        (:mod:`.fast_store`, routed by ``inbound``)
 ``direct``             C-STOREs of stored files, pending C-FIND / C-GET           fast path
@@ -38,8 +40,8 @@ hook                   pynetdicom internal it replaces                          
 ``reactor``            ``dul.time``, ``association.time``, ``DULServiceProvider.  fast path
                        run_reactor / send_pdu / stop_dul``, ``transport.deepcopy``,
                        the server's ``service_actions`` / ``process_request``,
-                       no wait for the reactor to park before a C-STORE
-                       (:mod:`.reactor`)
+                       waking queues, the DUL thread started first, no wait
+                       for the reactor to park before a C-STORE (:mod:`.reactor`)
 ``validation``         pydicom's value validation off (``pydicom.config``), UID   fast path
                        checks cached (``_config.VALIDATORS["UI"]``,
                        ``pydicom.uid.UID.is_valid``) (:mod:`.validation`)
