@@ -10,7 +10,14 @@ TEST_DEBS := dcmtk zip orthanc orthanc-dicomweb orthanc-gdcm chromium chromium-d
 # Extra pytest arguments, e.g. make test PYTEST_ARGS="-x tests/test_cfind.py".
 PYTEST_ARGS ?=
 
-.PHONY: serve test test-sqlite test-postgresql install install-test system-deps lint viewer
+# The DIMSE test modules, run a second time with the wire layer's fast path off
+# ([dicom].fast_path = false in every node the harness starts): pynetdicom's own
+# code paths must pass them too.  The C-STORE SCP, C-FIND, C-MOVE / C-GET (and
+# their sending path) and the hostile cases.
+DIMSE_TESTS := tests/test_storage_scp.py tests/test_cfind.py tests/test_retrieve.py \
+	tests/test_wire_hostile.py tests/test_wire_disk_full.py
+
+.PHONY: serve test test-sqlite test-postgresql test-nofast install install-test system-deps lint viewer
 
 # Stamps: pip runs again only when pyproject.toml changed (or the venv is new),
 # so a second `make serve` starts the node without reinstalling.
@@ -54,16 +61,22 @@ test: install-test
 	  $(PYTEST_ARGS) >$$base/sqlite.log 2>&1 & sqlite=$$!; \
 	DICOM_NODE_TEST_DB=postgresql $(BIN)/python -m pytest -q -p no:cacheprovider --basetemp=$$base/postgresql \
 	  $(PYTEST_ARGS) >$$base/postgresql.log 2>&1 & postgresql=$$!; \
-	wait $$sqlite; rs=$$?; wait $$postgresql; rp=$$?; \
+	DICOM_NODE_TEST_DB=sqlite DICOM_NODE_TEST_FAST_PATH=false $(BIN)/python -m pytest -q -p no:cacheprovider \
+	  --basetemp=$$base/nofast $(DIMSE_TESTS) >$$base/nofast.log 2>&1 & nofast=$$!; \
+	wait $$sqlite; rs=$$?; wait $$postgresql; rp=$$?; wait $$nofast; rn=$$?; \
 	echo "== SQLite index (exit $$rs)"; cat $$base/sqlite.log; \
 	echo "== PostgreSQL index (exit $$rp)"; cat $$base/postgresql.log; \
-	rm -rf $$base; [ $$rs = 0 ] && [ $$rp = 0 ]
+	echo "== DIMSE modules with [dicom].fast_path = false (exit $$rn)"; cat $$base/nofast.log; \
+	rm -rf $$base; [ $$rs = 0 ] && [ $$rp = 0 ] && [ $$rn = 0 ]
 
 test-sqlite: install-test
 	DICOM_NODE_TEST_DB=sqlite $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 test-postgresql: install-test
 	DICOM_NODE_TEST_DB=postgresql $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-nofast: install-test
+	DICOM_NODE_TEST_FAST_PATH=false $(BIN)/python -m pytest -q $(DIMSE_TESTS)
 
 # The OHIF viewer served at /viewer/: the prebuilt @ohif/app from the npm registry (needs npm).
 viewer: install

@@ -437,9 +437,9 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     cache = a.cache or Path(tempfile.gettempdir()) / f"bench-big-{a.instances}"
     cache.mkdir(parents=True, exist_ok=True)
-    from node.dimse import tuning
+    from node.dimse import wire
 
-    tuning.apply()  # the measuring client without pynetdicom's 1 ms polling (as bench/query.py)
+    wire.install(fast_path=True)  # the measuring client without pynetdicom's 1 ms polling (as bench/query.py)
     makers: dict[str, Callable[[Path], Backend]] = {"sqlite": SqliteBackend, "postgresql": PostgresBackend}
     tmp = Path(tempfile.mkdtemp(prefix="bench-big-"))
     results: dict[str, dict] = {}

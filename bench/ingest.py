@@ -1,14 +1,20 @@
-"""C-STORE ingest benchmark: the node beside DCMTK storescp and Orthanc, same corpus, same run.
+"""C-STORE ingest benchmark: the node (fast path on and off) beside DCMTK storescp and Orthanc, same run.
 
-    python -m bench.ingest [--ct 300] [--tiny 1000] [--rounds 3] [--baseline DIR] [--postgres] [--no-orthanc]
+    python -m bench.ingest [--ct 300] [--tiny 1000] [--rounds 3] [--baseline DIR] [--postgres] [--echo 40]
+                           [--no-orthanc]
 
 For each corpus (CT 512x512x16 bit, tiny 32x32) and each mode (one
 association; 4 parallel associations) DCMTK ``storescu`` sends the corpus to:
-the node, ``storescp`` (writing files, no index) and Orthanc (SQLite index).
-Prints instances/s and MB/s (median of the rounds) and the ratios
-node/storescp and node/Orthanc.  DCMTK and Orthanc run with TCP_NODELAY=1
-(they leave Nagle's algorithm on otherwise); the node tunes its own sockets,
-and one extra line shows it with a storescu that leaves Nagle on.
+the node with its wire layer's fast path (``node``), the node on pynetdicom's
+own code paths (``node-nofast``, ``[dicom].fast_path = false``), ``storescp``
+(writing files, no index) and Orthanc (SQLite index).  Prints instances/s
+and MB/s (median of the rounds) and the ratios against storescp and Orthanc.
+Then the cost of an association: the median wall time of one ``echoscu``
+call (connect, associate, C-ECHO, release) against each server.  DCMTK and
+Orthanc run with TCP_NODELAY=1 (they leave Nagle's algorithm on otherwise);
+the node tunes its own sockets, and one extra line shows it with a storescu
+that leaves Nagle on.  Every node acknowledges a C-STORE only once the
+instance is durable (fsync of file, folder and index), as in production.
 
 Rounds go round the targets in turn (node, storescp, Orthanc, node, ...), so
 that load from elsewhere on the machine hits all of them alike.
@@ -40,6 +46,7 @@ from tests.harness import (
     median,
     node_config,
     nodelay_env,
+    time_calls,
 )
 
 
@@ -69,9 +76,10 @@ def storescu(aec: str, port: int, groups: list[list[Path]], *, nodelay: bool = T
     return time.perf_counter() - t0
 
 
-def run_targets(
-    starts: dict[str, Callable[[], tuple[object, str, int]]], paths, groups, rounds, **kw
-) -> dict[str, float]:
+Start = Callable[[], tuple[object, str, int]]
+
+
+def run_targets(starts: dict[str, Start], paths, groups, rounds, **kw) -> dict[str, float]:
     """Median wall time per target of *rounds* sends of *groups*, a fresh target each round.
 
     Rounds are interleaved (every target once, then again), so that load from
@@ -89,17 +97,35 @@ def run_targets(
     return {name: median(t) for name, t in times.items()}
 
 
+def echo_per_call(starts: dict[str, Start], calls: int) -> dict[str, float]:
+    """Median ms of one echoscu call (a whole association) against each target, calls interleaved."""
+    running = {name: start() for name, start in starts.items()}
+    try:
+        commands = {
+            name: ["echoscu", "-aet", "BENCH", "-aec", aec, "127.0.0.1", str(port)]
+            for name, (_, aec, port) in running.items()
+        }
+        time_calls(commands, 3, nodelay_env())  # warm-up
+        return {name: median(t) for name, t in time_calls(commands, calls, nodelay_env()).items()}
+    finally:
+        for target, _, _ in running.values():
+            target.stop()
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ct", type=int, default=300, help="CT instances in the corpus")
     ap.add_argument("--tiny", type=int, default=1000, help="tiny instances in the corpus")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--parallel", type=int, default=4)
+    ap.add_argument("--echo", type=int, default=40, help="echoscu calls per server (0: skip)")
     ap.add_argument("--no-orthanc", action="store_true")
     ap.add_argument("--baseline", type=Path, help="source tree of another revision of the node to compare")
     ap.add_argument("--no-nagle-line", action="store_true", help="skip the run with Nagle left on")
     ap.add_argument("--postgres", action="store_true", help="also the node on a PostgreSQL index")
-    ap.add_argument("--only", help="comma-separated targets to run (node, node-pg, storescp, orthanc)")
+    ap.add_argument(
+        "--only", help="comma-separated targets to run (node, node-nofast, node-pg, storescp, orthanc)"
+    )
     a = ap.parse_args(argv)
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
@@ -111,10 +137,13 @@ def main(argv: list[str] | None = None) -> None:
         }
         counter = iter(range(10_000))
 
-        def node():
-            root = tmp / f"node{next(counter)}"
-            n = RunningNode(root, node_config(root)).start()
-            return n, NODE_AE, n.dicom_port
+        def node(fast_path: bool = True) -> Start:
+            def start():
+                root = tmp / f"node{next(counter)}"
+                n = RunningNode(root, node_config(root, dicom={"fast_path": fast_path})).start()
+                return n, NODE_AE, n.dicom_port
+
+            return start
 
         def baseline():
             root = tmp / f"base{next(counter)}"
@@ -137,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
             o = Orthanc(tmp / f"orthanc{next(counter)}").start()
             return o, o.ae_title, o.dicom_port
 
-        targets = {"node": node, "storescp": storescp}
+        targets: dict[str, Start] = {"node": node(), "node-nofast": node(False), "storescp": storescp}
         if a.baseline:
             targets["baseline"] = baseline
         if pg is not None:
@@ -156,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
                     rates[name] = len(paths) / t
                     print(f"{label:6} {assocs:>6} {name:10} {len(paths) / t:8.1f} {mb / t:8.1f}", flush=True)
                 if assocs == 1 and "node" in targets and not a.only and not a.no_nagle_line:
-                    t = run_targets({"node*": node}, paths, groups, a.rounds, nodelay=False)["node*"]
+                    t = run_targets({"node*": node()}, paths, groups, a.rounds, nodelay=False)["node*"]
                     print(
                         f"{label:6} {assocs:>6} {'node*':10} {len(paths) / t:8.1f} {mb / t:8.1f}"
                         "   (* storescu with Nagle on)",
@@ -166,6 +195,7 @@ def main(argv: list[str] | None = None) -> None:
                 pairs = (
                     ("node", "storescp"),
                     ("node", "orthanc"),
+                    ("node-nofast", "orthanc"),
                     ("node", "baseline"),
                     ("baseline", "orthanc"),
                     ("node-pg", "node"),
@@ -174,6 +204,14 @@ def main(argv: list[str] | None = None) -> None:
                     if a_ in rates and b_ in rates:
                         ratios.append(f"{a_}/{b_} {rates[a_] / rates[b_]:.2f}")
                 print(f"{label:6} {assocs:>6} ratios: {', '.join(ratios)}", flush=True)
+        if a.echo:
+            per_call = echo_per_call(targets, a.echo)
+            figures = ", ".join(f"{n} {v:.1f}" for n, v in per_call.items())
+            print(f"echoscu per call (median of {a.echo}, ms): {figures}")
+            if "orthanc" in per_call:
+                base = per_call["orthanc"]
+                ratios = ", ".join(f"{n} {v / base:.2f}" for n, v in per_call.items() if n.startswith("node"))
+                print(f"echoscu per call, ratio to orthanc (lower is faster): {ratios}")
     finally:
         if pg is not None:
             pg.stop()

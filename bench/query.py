@@ -9,7 +9,7 @@ patient, study dates spread over ten years.  ``--full`` is 10,000 studies
 ``--cache`` (default ``/tmp/bench-query-<studies>``) and reused by later runs.
 
 Each query type runs ``--queries`` times (different values) inside one
-pynetdicom association (with the node's pynetdicom tuning, so that the
+pynetdicom association (with the node's wire layer and its fast path, so that the
 client's own 1 ms polling does not dominate), timed from the request to the
 final response:
 study level by AccessionNumber, by PatientID, by PatientName prefix wildcard
@@ -17,7 +17,11 @@ study level by AccessionNumber, by PatientID, by PatientName prefix wildcard
 StudyInstanceUID; every study-level query asks for the keys a viewer shows
 (names, dates, description, ModalitiesInStudy, NumberOfStudyRelatedInstances).
 Orthanc answers the same query types holding ``--orthanc-studies`` studies
-(default 200 = 2,000 instances), in the same run.  Prints median and p95 in ms.
+(default 200 = 2,000 instances), in the same run.  The node runs twice, with
+its wire layer's fast path (``node``) and on pynetdicom's own code paths
+(``node-nofast``).  Prints median and p95 in ms, then the wall time of one
+DCMTK ``findscu`` call (association, one C-FIND by AccessionNumber, release)
+against each server, median of ``--calls``.
 """
 
 from __future__ import annotations
@@ -26,7 +30,6 @@ import argparse
 import datetime as dt
 import random
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -38,7 +41,17 @@ from pynetdicom import AE
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind as STUDY_ROOT
 
 from bench.corpus import make_dataset, write
-from tests.harness import NODE_AE, Orthanc, RunningNode, median, node_config, nodelay_env, percentile
+from node.dimse import wire
+from tests.harness import (
+    NODE_AE,
+    Orthanc,
+    RunningNode,
+    median,
+    node_config,
+    nodelay_env,
+    percentile,
+    time_calls,
+)
 
 SERIES_PER_STUDY = 2
 INSTANCES_PER_SERIES = 5
@@ -103,15 +116,15 @@ def corpus(out: Path, studies: int, workers: int = 2) -> None:
             job.result()
 
 
-def filled_node(cache: Path, studies: int) -> RunningNode:
+def filled_node(cache: Path, studies: int, *, fast_path: bool = True) -> RunningNode:
     """A node holding *studies* studies, filled through ``dicom-node import`` once and cached."""
-    config = node_config(cache / "node", storage={"fsync": False})
+    config = node_config(cache / "node", dicom={"fast_path": fast_path}, storage={"fsync": False})
     node = RunningNode(cache / "node", config)
     marker = cache / "filled"
     if marker.exists() and marker.read_text() == str(studies):
         return node
     shutil.rmtree(cache, ignore_errors=True)
-    node = RunningNode(cache / "node", node_config(cache / "node", storage={"fsync": False}))
+    node = RunningNode(cache / "node", config)
     files = cache / "corpus"
     t0 = time.perf_counter()
     corpus(files, studies)
@@ -177,8 +190,8 @@ def time_queries(port: int, ae_title: str, queries: list[Dataset]) -> tuple[list
     assoc = ae.associate("127.0.0.1", port, ae_title=ae_title)
     if not assoc.is_established:
         raise RuntimeError(f"{ae_title} did not accept the association")
-    # Nagle's algorithm off on our side too: small PDUs must not wait for delayed ACKs.
-    assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    # Nagle's algorithm off on our side too (small PDUs must not wait for delayed ACKs).
+    wire.prepare(assoc)
     times, matches = [], 0
     try:
         for ds in queries:
@@ -215,55 +228,87 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cache", type=Path)
     ap.add_argument("--orthanc-studies", type=int, default=200)
     ap.add_argument("--no-orthanc", action="store_true")
+    ap.add_argument("--calls", type=int, default=40, help="findscu calls per server")
     a = ap.parse_args(argv)
     studies = 10_000 if a.full else a.studies
     cache = a.cache or Path(tempfile.gettempdir()) / f"bench-query-{studies}"
 
-    # The measuring client gets the node's pynetdicom tuning (event waits instead
-    # of 1 ms polling): untuned, its own polling is a good part of every figure.
-    # Orthanc is measured with the same client.
-    from node.dimse import tuning
-
-    tuning.apply()
+    # The measuring client gets the node's wire layer with its fast path (event
+    # waits instead of 1 ms polling): without it, its own polling is a good part
+    # of every figure.  Orthanc is measured with the same client.
+    wire.install(fast_path=True)
     rng = random.Random(1234)
-    node = filled_node(cache, studies).start()
     tmp = Path(tempfile.mkdtemp(prefix="bench-query-"))
+    filled_node(cache, studies)  # fill the cache once
+    modes = {"node": True, "node-nofast": False}
+    nodes = {mode: same_store(cache, tmp / mode, fast_path).start() for mode, fast_path in modes.items()}
+    results: dict[str, dict] = {}
     orthanc = None
     try:
         # Warm the index file (page cache) before timing.
-        Path(node.config["storage"]["database"]).read_bytes()
-        results = {}
-        for name, queries in identifiers(studies, a.queries, rng).items():
-            time_queries(node.dicom_port, NODE_AE, queries[:5])  # warm-up
-            results[name] = time_queries(node.dicom_port, NODE_AE, queries)
-        reference = {}
+        Path(nodes["node"].config["storage"]["database"]).read_bytes()
+        for mode, node in nodes.items():
+            results[mode] = {}
+            for name, queries in identifiers(studies, a.queries, rng).items():
+                time_queries(node.dicom_port, NODE_AE, queries[:5])  # warm-up
+                results[mode][name] = time_queries(node.dicom_port, NODE_AE, queries)
+        servers = {mode: (NODE_AE, node.dicom_port) for mode, node in nodes.items()}
         if not a.no_orthanc:
             orthanc = orthanc_with(tmp, a.orthanc_studies)
+            results["orthanc"] = {}
             for name, queries in identifiers(a.orthanc_studies, a.queries, rng).items():
                 time_queries(orthanc.dicom_port, orthanc.ae_title, queries[:5])
-                reference[name] = time_queries(orthanc.dicom_port, orthanc.ae_title, queries)
+                results["orthanc"][name] = time_queries(orthanc.dicom_port, orthanc.ae_title, queries)
+            servers["orthanc"] = (orthanc.ae_title, orthanc.dicom_port)
+        per_call = findscu_per_call(servers, "A00000042", a.calls)
         n_inst = studies * SERIES_PER_STUDY * INSTANCES_PER_SERIES
         print(f"node: {studies} studies / {n_inst} instances; {a.queries} queries per type, one association")
-        if reference:
+        if "orthanc" in results:
             o_inst = a.orthanc_studies * SERIES_PER_STUDY * INSTANCES_PER_SERIES
             print(f"orthanc: {a.orthanc_studies} studies / {o_inst} instances, same queries")
-        head = f"{'query':16} {'matches':>8} {'median ms':>10} {'p95 ms':>8} {'target':>7}"
-        print(head + ("  orthanc med/p95 ms" if reference else ""))
-        for name, (times, matches) in results.items():
-            line = (
-                f"{name:16} {matches / len(times):8.1f} {median(times):10.2f} {percentile(times, 95):8.2f}"
-                f" {'<' + str(TARGETS[name]):>7}"
-            )
-            if name in reference:
-                rt, rm = reference[name]
-                line += f"  {median(rt):7.2f}/{percentile(rt, 95):<7.2f} ({rm / len(rt):.1f} matches)"
-                line += f" ratio {median(times) / median(rt):.2f}"
+        head = f"{'query':16} {'target':>7}" + "".join(f" {m + ' med/p95 (matches)':>30}" for m in results)
+        print(head + ("  node/orthanc" if "orthanc" in results else ""))
+        for name in results["node"]:
+            line = f"{name:16} {'<' + str(TARGETS[name]):>7}"
+            for mode in results:
+                times, matches = results[mode][name]
+                cell = f"{median(times):.2f}/{percentile(times, 95):.2f} ({matches / len(times):.1f})"
+                line += f" {cell:>30}"
+            if "orthanc" in results:
+                line += f"  {median(results['node'][name][0]) / median(results['orthanc'][name][0]):.2f}"
             print(line)
+        figures = ", ".join(f"{m} {v:.1f}" for m, v in per_call.items())
+        print(f"findscu per call (median of {a.calls}, ms): {figures}")
+        if "orthanc" in per_call:
+            ratios = ", ".join(f"{m} {per_call[m] / per_call['orthanc']:.2f}" for m in modes)
+            print(f"findscu per call, ratio to orthanc (lower is faster): {ratios}")
     finally:
-        node.stop()
+        for node in nodes.values():
+            node.stop()
         if orthanc:
             orthanc.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def same_store(cache: Path, root: Path, fast_path: bool) -> RunningNode:
+    """A node (its own ports, config and log under *root*) serving the cached filled store."""
+    filled = node_config(cache / "node")["storage"]
+    storage = {"path": filled["path"], "database": filled["database"], "fsync": False}
+    return RunningNode(root, node_config(root, dicom={"fast_path": fast_path}, storage=storage))
+
+
+def findscu_per_call(servers: dict[str, tuple[str, int]], accession: str, calls: int) -> dict[str, float]:
+    """Median ms of one DCMTK findscu call (association, one C-FIND, release) per server, interleaved."""
+    commands = {
+        name: [
+            "findscu", "-S", "-aet", "BENCH", "-aec", ae_title, "-k", "0008,0052=STUDY",
+            "-k", f"AccessionNumber={accession}", "-k", "StudyInstanceUID", "-k", "PatientName",
+            "127.0.0.1", str(port),
+        ]  # fmt: skip
+        for name, (ae_title, port) in servers.items()
+    }
+    time_calls(commands, 3, nodelay_env())  # warm-up
+    return {name: median(t) for name, t in time_calls(commands, calls, nodelay_env()).items()}
 
 
 if __name__ == "__main__":

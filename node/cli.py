@@ -142,8 +142,11 @@ def _positive(text: str) -> float:
 
 def _cmd_send(settings: Settings, args: argparse.Namespace) -> int:
     from .context import open_context
+    from .dimse import wire
     from .remotes.send_admin import send_command
 
+    # The sending path as `serve` runs it (the stored bytes streamed, the wire layer's hooks).
+    wire.install(fast_path=settings.dicom.fast_path)
     return send_command(open_context(settings), args.remote, args.uids, wait=not args.no_wait)
 def _cmd_viewer(settings: Settings, args: argparse.Namespace) -> int:
     from pathlib import Path

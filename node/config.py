@@ -43,6 +43,8 @@ class DicomSettings:
     acse_timeout: float = 30.0
     dimse_timeout: float = 60.0
     network_timeout: float = 120.0
+    fast_path: bool = True
+    max_associations: int = 64
 
 
 @dataclass(frozen=True)
@@ -265,6 +267,8 @@ _SECTIONS: dict[str, tuple[type, dict[str, Check]]] = {
             "acse_timeout": _positive_number,
             "dimse_timeout": _positive_number,
             "network_timeout": _positive_number,
+            "fast_path": _bool,
+            "max_associations": _int_range(1, 1000),
         },
     ),
     "http": (

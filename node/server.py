@@ -24,6 +24,7 @@ from . import deletion, metrics
 from .config import ConfigError, Settings
 from .context import NodeContext, open_context
 from .dimse import ae as dimse_ae
+from .dimse import wire
 from .export.service import ExportService
 from .jobs.runner import JobRunner
 from .reload import reload_settings
@@ -155,6 +156,9 @@ def serve(settings: Settings) -> int:
     """Run the node until SIGTERM/SIGINT; return the exit code."""
     # Until the reloader is in place a SIGHUP must not kill the node (its default action).
     signal.signal(signal.SIGHUP, lambda *_: log.warning("SIGHUP during start-up ignored: send it again"))
+    # Before any association exists: the node's hooks into pynetdicom (the safety
+    # ones always, the fast path per [dicom].fast_path).
+    wire.install(fast_path=settings.dicom.fast_path)
     ctx: NodeContext = open_context(settings)
     ctx.store.hold()
     ctx.store.discard_temp()
@@ -216,10 +220,11 @@ def serve(settings: Settings) -> int:
         signal.signal(sig, lambda *_: None)
     signal.signal(signal.SIGHUP, reloader.on_signal)
     log.info(
-        "serving %s: DICOM on %s:%d, HTTP on %s:%d, store %s",
+        "serving %s: DICOM on %s:%d (fast path %s), HTTP on %s:%d, store %s",
         settings.dicom.ae_title,
         settings.dicom.host,
         settings.dicom.port,
+        "on" if settings.dicom.fast_path else "off",
         h.host,
         h.port,
         settings.storage.path,

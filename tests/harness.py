@@ -30,6 +30,14 @@ import httpx
 
 REPO = Path(__file__).resolve().parent.parent
 NODE_AE = "DICOM_NODE"
+# "false": every node a test starts runs without the wire layer's fast path
+# (`make test` runs the DIMSE modules a second time that way).
+ENV_FAST_PATH = "DICOM_NODE_TEST_FAST_PATH"
+
+
+def fast_path_default() -> bool:
+    """The ``[dicom].fast_path`` the harness writes unless a test sets it."""
+    return os.environ.get(ENV_FAST_PATH, "true").strip().lower() not in ("0", "false", "no", "off")
 
 
 def free_port() -> int:
@@ -86,7 +94,12 @@ def node_config(root: Path, **sections: dict[str, Any]) -> dict[str, Any]:
     PostgreSQL server when ``DICOM_NODE_TEST_DB=postgresql`` (see index_database).
     """
     config: dict[str, Any] = {
-        "dicom": {"ae_title": NODE_AE, "host": "127.0.0.1", "port": free_port()},
+        "dicom": {
+            "ae_title": NODE_AE,
+            "host": "127.0.0.1",
+            "port": free_port(),
+            "fast_path": fast_path_default(),
+        },
         "http": {"host": "127.0.0.1", "port": free_port()},
         # min_free_bytes: the default (1 GiB) would refuse data on a nearly full test machine.
         "storage": {
@@ -529,6 +542,14 @@ def split_multipart(response: httpx.Response) -> list[tuple[dict[str, str], byte
     return parts
 
 
+def proc_status_kb(pid: int, key: str = "VmRSS") -> int:
+    """A size field of /proc/<pid>/status (VmRSS, VmHWM, ...) in kB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{key}:"):
+            return int(line.split()[1])
+    raise KeyError(f"{key} not in /proc/{pid}/status")
+
+
 def nodelay_env() -> dict[str, str]:
     """Environment that makes Debian's DCMTK and Orthanc turn Nagle's algorithm off."""
     return {**os.environ, "TCP_NODELAY": "1"}
@@ -754,6 +775,23 @@ def wait_until(what: str, check: Callable[[], bool], timeout: float = 45.0) -> N
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.1)
+
+
+def time_calls(
+    commands: dict[str, list[str]], n: int, env: dict[str, str] | None = None
+) -> dict[str, list[float]]:
+    """Wall time in ms of *n* runs of each command line (each must exit 0), interleaved.
+
+    Round i runs every command once, so that load from elsewhere on the
+    machine falls on all of them alike.
+    """
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(n):
+        for name, args in commands.items():
+            started = time.perf_counter()
+            subprocess.run(args, check=True, capture_output=True, env=env)
+            times[name].append((time.perf_counter() - started) * 1000)
+    return times
 
 
 def median(values: list[float]) -> float:

@@ -75,8 +75,8 @@ def test_documented_defaults_are_the_defaults():
 
 # -- what the node offers ---------------------------------------------------------------
 
-# Asked of a child process: importing the app and the AE tunes pydicom and
-# pynetdicom process-wide (node.dimse.tuning), which other test modules must not inherit.
+# Asked of a child process: importing the app and the AE may change pydicom's
+# settings process-wide, which other test modules must not inherit.
 _OFFERED = r"""
 import json, re
 from types import SimpleNamespace

@@ -18,7 +18,7 @@ from pynetdicom.sop_class import (
 from bench.corpus import make_dataset, write
 from tests.harness import NODE_AE, RunningNode, StoreSCP, dataset_bytes, dcmtk, free_port, node_config
 
-U = {k: generate_uid() for k in ("A", "B", "A_CT", "A_MR", "B_CT")}
+U = {k: generate_uid() for k in ("A", "B", "C", "A_CT", "A_MR", "B_CT", "C_CT")}
 MOVE = StudyRootQueryRetrieveInformationModelMove
 GET = StudyRootQueryRetrieveInformationModelGet
 
@@ -53,6 +53,7 @@ def env(tmp_path_factory):
         ("A", "A_CT", "ACC1", CTImageStorage, 3),
         ("A", "A_MR", "ACC1", MRImageStorage, 2),
         ("B", "B_CT", "ACC2", CTImageStorage, 1),
+        ("C", "C_CT", "ACC3", CTImageStorage, 3),
     ):
         for i in range(count):
             ds = make_dataset(
@@ -77,12 +78,18 @@ def env(tmp_path_factory):
     result = node.cli("import", "-q", str(root / "corpus"))
     assert result.returncode == 0, result.stderr
     node.start()
+    # One instance of study C has lost its file: retrieving C partly fails.
+    lost = next(uid for uid, path in originals.items() if dcmread(path).SeriesInstanceUID == U["C_CT"])
+    for stored in node.storage.rglob("*.dcm"):
+        if dcmread(stored, stop_before_pixels=True).SOPInstanceUID == lost:
+            stored.unlink()
     yield {
         "node": node,
         "storescp": storescp,
         "picky": picky,
         "movescu_port": movescu_port,
         "originals": originals,
+        "lost": lost,
     }
     node.stop()
     storescp.stop()
@@ -140,6 +147,52 @@ def test_getscu(env, tmp_path):
     got = assert_identical(sorted(tmp_path.iterdir()), env["originals"])
     assert got == of_series(env["originals"], "A_CT", "A_MR")
     assert "1 get" in node.log()
+
+
+def test_getscu_with_failed_suboperations_ends_cleanly(env, tmp_path):
+    """The final C-GET-RSP (Warning, 1 of 3 failed) is one getscu reads whole: it releases normally.
+
+    DCMTK's getscu never reads a data set announced by a C-GET-RSP; the node
+    leaves the Failed SOP Instance UID List out for DCMTK requesters (the
+    counts and the ErrorComment still say what failed).
+    """
+    node = env["node"]
+    result = dcmtk(
+        "getscu", "-v", "-aet", "ME", "-aec", NODE_AE, "-k", "0008,0052=STUDY",
+        "-k", f"StudyInstanceUID={U['C']}", "-od", str(tmp_path),
+        "127.0.0.1", str(node.dicom_port), check=False,
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "Release Failed" not in output and "P-Data PDU arrived" not in output, output
+    assert "Received C-GET Response (Warning: SubOperationsCompleteOneOrMoreFailures)" in output, output
+    got = assert_identical(sorted(tmp_path.iterdir()), env["originals"])
+    assert got == of_series(env["originals"], "C_CT") - {env["lost"]}
+    assert "C-GET from ME: 0xB000: 2 completed, 1 failed" in node.log()
+
+
+def test_movescu_with_failed_suboperations_reads_the_failed_uid_list(env, tmp_path):
+    """DCMTK's C-MOVE SCU does read the final response's identifier: it gets the list, and releases."""
+    node = env["node"]
+    out = tmp_path / "moved"
+    out.mkdir()
+    result = dcmtk(
+        "movescu", "-d", "-S", "-aet", "MOVESCU", "+P", str(env["movescu_port"]), "-od", str(out),
+        "-aec", NODE_AE, "-k", "0008,0052=STUDY", "-k", f"StudyInstanceUID={U['C']}",
+        "127.0.0.1", str(node.dicom_port), check=False,
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert "Release Failed" not in output, output
+    assert env["lost"] in output, output  # movescu prints the Failed SOP Instance UID List
+    got = assert_identical(sorted(out.iterdir()), env["originals"])
+    assert got == of_series(env["originals"], "C_CT") - {env["lost"]}
+
+
+def test_pynetdicom_get_with_failed_suboperations_gets_the_failed_uid_list(env):
+    received, final = get(env["node"], study(U["C"]), [CTImageStorage])
+    assert final.Status == 0xB000
+    assert (final.NumberOfCompletedSuboperations, final.NumberOfFailedSuboperations) == (2, 1)
+    assert final.identifier.FailedSOPInstanceUIDList == env["lost"]
 
 
 def study(uid: str, level: str = "STUDY", **keys) -> Dataset:

@@ -16,6 +16,7 @@ from pynetdicom.sop_class import CTImageStorage
 from bench.corpus import make_dataset, write, write_corpus
 from tests import harness
 from tests.harness import NODE_AE, dataset_bytes, dcmtk
+from tests.rawdimse import CT_IMAGE_STORAGE, EXPLICIT_VR_LE, RawPeer, p_data, pdu, store_rq
 
 
 def storescu(node, *paths: Path, aet: str = "STORESCU", check: bool = True):
@@ -210,39 +211,13 @@ def test_import_and_check_repair(node_factory, tmp_path):
 
 def test_association_cut_mid_instance_leaves_nothing(node):
     """A peer that vanishes halfway through a data set: no row, no file, no temp file."""
-    import struct
-
-    from pydicom.dataset import Dataset
-    from pydicom.filebase import DicomBytesIO
-    from pydicom.filewriter import write_dataset
-
-    ae = AE(ae_title="CUTTER")
-    ae.add_requested_context(CTImageStorage, "1.2.840.10008.1.2.1")
-    assoc = ae.associate("127.0.0.1", node.dicom_port, ae_title=NODE_AE)
-    assert assoc.is_established
-    context_id = assoc.accepted_contexts[0].context_id
-    cmd = Dataset()
-    cmd.AffectedSOPClassUID = CTImageStorage
-    cmd.CommandField = 0x0001
-    cmd.MessageID = 1
-    cmd.Priority = 0
-    cmd.CommandDataSetType = 0x0000
-    cmd.AffectedSOPInstanceUID = generate_uid()
-    fp = DicomBytesIO()
-    fp.is_implicit_VR = True
-    fp.is_little_endian = True
-    write_dataset(fp, cmd)
-    body = fp.getvalue()
-    command = struct.pack("<HHII", 0, 0, 4, len(body)) + body
-
-    def pdu(control: int, data: bytes) -> bytes:
-        pdv = struct.pack(">IBB", len(data) + 2, context_id, control) + data
-        return struct.pack(">BBI", 0x04, 0, len(pdv)) + pdv
-
-    sock = assoc.dul.socket.socket
-    sock.sendall(pdu(0x03, command) + pdu(0x00, b"\x08\x00\x16\x00" + b"\x00" * 5000))
-    time.sleep(0.5)
-    assoc.abort()
+    with RawPeer(node.dicom_port) as peer:
+        reply = peer.associate(NODE_AE, calling="CUTTER", contexts=((CT_IMAGE_STORAGE, (EXPLICIT_VR_LE,)),))
+        assert reply.kind == 0x02
+        peer.send(p_data(1, 0x03, store_rq(generate_uid())))
+        peer.send(p_data(1, 0x00, b"\x08\x00\x16\x00" + b"\x00" * 5000))
+        time.sleep(0.5)
+        peer.send(pdu(0x07, bytes(4)))  # A-ABORT, the data set never finished
     deadline = time.monotonic() + 10
     while any((node.storage / ".tmp").iterdir()) and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -1,50 +1,34 @@
-"""Build the node's pynetdicom AE and the handlers bound to it."""
+"""Build the node's pynetdicom AE and the handlers bound to it; start listening.
+
+The wire layer (:mod:`node.dimse.wire`) must be installed first
+(``node.server.serve`` does it); importing this module changes nothing in
+pynetdicom.
+"""
 
 from __future__ import annotations
 
-import socket
-
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, _config, evt
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification
 
 from .. import metrics
 from ..context import NodeContext
+from ..statuses import SUCCESS
 from ..uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
-from . import associations, fast_store, qr, storage, tuning
-
-# Received data sets are spooled to a file by pynetdicom (bounded memory for
-# any instance size) and that file is what the ingest path moves into place.
-_config.STORE_RECV_CHUNKED_DATASET = True
-# Instances sent by C-GET / C-MOVE / forwarding go out as the stored bytes.
-_config.STORE_SEND_CHUNKED_DATASET = True
-# pynetdicom's own per-PDU narration costs CPU on every message; our association line suffices.
-_config.LOG_HANDLER_LEVEL = "none"
-_config.LOG_REQUEST_IDENTIFIERS = False
-_config.LOG_RESPONSE_IDENTIFIERS = False
-tuning.apply()
-fast_store.install()
-
-
-def set_nodelay(sock: socket.socket) -> None:
-    """Turn Nagle's algorithm off: small PDUs would otherwise wait ~40 ms for an ACK."""
-    try:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    except OSError:
-        pass
+from . import associations, qr, storage, wire
 
 
 def build_ae(ctx: NodeContext) -> AE:
-    """The AE that listens on ``[dicom].port``: echo, storage (and Q/R when present)."""
+    """The AE that listens on ``[dicom].port``: echo, storage and Query/Retrieve."""
     s = ctx.settings.dicom
     ae = AE(ae_title=s.ae_title)
     ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
     ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
-    ae.maximum_pdu_size = s.max_pdu
+    ae.maximum_pdu_size = wire.advertised_max_pdu(s.max_pdu)
     ae.acse_timeout = s.acse_timeout
     ae.dimse_timeout = s.dimse_timeout
     ae.network_timeout = s.network_timeout
-    ae.maximum_associations = 64
+    ae.maximum_associations = s.max_associations
     # allowed_calling_aets plus every remote's AE title (remotes can always call back).
     ae.require_calling_aet = list(ctx.settings.calling_aets_accepted())
     ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
@@ -54,27 +38,36 @@ def build_ae(ctx: NodeContext) -> AE:
     return ae
 
 
+def count_echo(assoc) -> int:
+    """A C-ECHO-RQ on *assoc*: counted for its log line, answered with success."""
+    associations.stats(assoc).count("echo")
+    return SUCCESS
+
+
 def _echo(event) -> int:
-    associations.stats(event.assoc).count("echo")
-    return 0x0000
+    return count_echo(event.assoc)
 
 
 def handlers(ctx: NodeContext) -> list:
     """Event handlers bound when the AE starts listening."""
     return [
-        *associations.handlers(),
+        *associations.handlers(ctx.settings.dicom),
         (evt.EVT_ESTABLISHED, metrics.association_opened),
         (evt.EVT_CONN_CLOSE, metrics.association_closed),
         (evt.EVT_C_ECHO, _echo),
         (evt.EVT_C_STORE, storage.handle_store, [ctx]),
-        (evt.EVT_CONN_OPEN, storage.handle_conn_open, [ctx]),
-        (evt.EVT_CONN_CLOSE, storage.handle_conn_close),
         *qr.handlers(ctx),
     ]
 
 
 def start(ctx: NodeContext):
     """Start listening (non-blocking); returns the pynetdicom server."""
-    ae = build_ae(ctx)
     s = ctx.settings.dicom
-    return ae.start_server((s.host, s.port), block=False, evt_handlers=handlers(ctx))
+    return wire.serve(
+        build_ae(ctx),
+        (s.host, s.port),
+        handlers(ctx),
+        receiver=storage.Receiver(ctx, echo=count_echo),
+        temp_path=ctx.store.temp_path,
+        retrieve_uids=qr.RETRIEVE_MODELS,
+    )

@@ -11,25 +11,19 @@ from pydicom.dataset import Dataset
 from .. import metrics
 from ..context import NodeContext
 from ..index.query import QueryError, run
-from . import responses
+from ..statuses import CANCELLED, IDENTIFIER_DOES_NOT_MATCH, PENDING, UNABLE_TO_PROCESS
+from . import wire
 from .associations import stats
 from .identifiers import build_response, root_of, to_query
-from .storage import error_comment
 
 log = logging.getLogger(__name__)
-
-PENDING = 0xFF00
-CANCELLED = 0xFE00
-SUCCESS = 0x0000
-IDENTIFIER_DOES_NOT_MATCH = 0xA900
-UNABLE_TO_PROCESS = 0xC000
 
 
 def failure(status: int, reason: str) -> Dataset:
     """A failure status carrying *reason* as its ErrorComment."""
     ds = Dataset()
     ds.Status = status
-    ds.ErrorComment = error_comment(reason)
+    ds.ErrorComment = wire.error_comment(reason)
     return ds
 
 
@@ -56,19 +50,20 @@ def handle_find(event, ctx: NodeContext) -> Iterator[tuple[object, Dataset | Non
         return
     charset = identifier.get("SpecificCharacterSet", "")
     constants = {"RetrieveAETitle": ctx.settings.dicom.ae_title, "InstanceAvailability": "ONLINE"}
-    direct = responses.usable(event.assoc)
+    # With the fast path, pending responses go straight to the socket.
+    write = wire.find_writer(event)
     with closing(matches):
         for match in matches:
             if event.is_cancelled:
                 yield CANCELLED, None
                 return
             identifier = build_response(query.level, wanted, match, charset=charset, constants=constants)
-            if not direct:
+            if write is None:
                 yield PENDING, identifier
                 continue
             if not event.assoc.is_established:
                 return
             try:
-                responses.send_pending(event, identifier)
+                write(identifier)
             except OSError:  # the peer went away; pynetdicom notices and ends the association
                 return

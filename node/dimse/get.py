@@ -8,17 +8,10 @@ from collections.abc import Iterator
 from .. import metrics
 from ..context import NodeContext
 from ..index.query import QueryError
-from . import responses
+from ..statuses import IDENTIFIER_DOES_NOT_MATCH
+from . import wire
 from .associations import stats
-from .retrieve import (
-    IDENTIFIER_DOES_NOT_MATCH,
-    Progress,
-    refused,
-    requested_instances,
-    suboperations,
-    summary,
-    too_many,
-)
+from .retrieve import Progress, refused, requested_instances, suboperations, summary, too_many
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +33,9 @@ def handle_get(event, ctx: NodeContext) -> Iterator[Progress]:
     if (refusal := too_many(items, "C-GET")) is not None:
         yield refusal
         return
-    # While nothing else is queued for the requester's socket, the C-STOREs
-    # (and pending responses) of this C-GET are written to it directly; the
-    # service class turns that off when the request ends.
-    event.assoc._node_direct = responses.usable(event.assoc)
+    # With the fast path, the C-STOREs (and pending responses) of this C-GET
+    # may be written to the requester's socket directly, until it ends.
+    wire.begin_get(event.assoc)
     for progress in suboperations(event, event.assoc, items, what="C-GET"):
         if not progress.pending:  # logged first: the final response ends the generator
             log.info("C-GET from %s: %s", event.assoc.requestor.ae_title, summary(progress))

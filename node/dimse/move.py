@@ -9,18 +9,9 @@ from .. import metrics
 from ..context import NodeContext
 from ..index.query import QueryError
 from ..remotes.sender import Peer, SendError, contexts_for, open_association
+from ..statuses import IDENTIFIER_DOES_NOT_MATCH, MOVE_DESTINATION_UNKNOWN, SUCCESS, UNABLE_TO_PROCESS
 from .associations import stats
-from .retrieve import (
-    IDENTIFIER_DOES_NOT_MATCH,
-    MOVE_DESTINATION_UNKNOWN,
-    UNABLE_TO_PROCESS,
-    Progress,
-    refused,
-    requested_instances,
-    suboperations,
-    summary,
-    too_many,
-)
+from .retrieve import Progress, refused, requested_instances, suboperations, summary, too_many
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +47,7 @@ def _move(event, ctx: NodeContext, destination: str) -> Iterator[Progress]:
         yield refusal
         return
     if not items:
-        yield Progress(0x0000)
+        yield Progress(SUCCESS)
         return
     peer = Peer(remote.ae_title, remote.host, remote.port)
     try:

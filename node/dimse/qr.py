@@ -7,7 +7,6 @@ from pynetdicom import AE, DEFAULT_TRANSFER_SYNTAXES, evt
 from pynetdicom.presentation import AllStoragePresentationContexts
 
 from ..context import NodeContext
-from . import retrieve
 from .find import handle_find
 from .get import handle_get
 from .identifiers import FIND_MODELS, GET_MODELS, MOVE_MODELS
@@ -16,7 +15,6 @@ from .move import handle_move
 
 def add_contexts(ae: AE) -> None:
     """Offer the three Q/R models, and let C-GET requesters take the storage SCP role."""
-    retrieve.install()
     for model in (*FIND_MODELS, *MOVE_MODELS, *GET_MODELS):
         ae.add_supported_context(model, DEFAULT_TRANSFER_SYNTAXES)
     storage = {cx.abstract_syntax for cx in AllStoragePresentationContexts}
@@ -33,6 +31,10 @@ def add_contexts(ae: AE) -> None:
         if ExplicitVRLittleEndian in cx.transfer_syntax:
             rest = [ts for ts in cx.transfer_syntax if ts != ExplicitVRLittleEndian]
             cx.transfer_syntax = [ExplicitVRLittleEndian, *rest]
+
+
+# The SOP classes whose requests the wire layer routes to the node's retrieve handlers.
+RETRIEVE_MODELS = (*MOVE_MODELS, *GET_MODELS)
 
 
 def handlers(ctx: NodeContext) -> list:

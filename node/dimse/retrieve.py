@@ -1,11 +1,11 @@
-"""C-MOVE / C-GET plumbing: the sub-operation loop and the service class that sends its progress.
+"""C-MOVE / C-GET plumbing: the sub-operation loop and the progress it reports.
 
 pynetdicom's own Q/R retrieve SCP only sends data sets it re-encodes, on an
 association it opens itself.  The node sends the stored bytes through the one
 sending path (:mod:`node.remotes.sender`), so the EVT_C_MOVE / EVT_C_GET
-handlers here drive the sub-operations themselves and yield
-:class:`Progress`; :class:`RetrieveService` turns each into a C-MOVE-RSP /
-C-GET-RSP.  :func:`install` routes the retrieve SOP classes to it.
+handlers drive the sub-operations themselves and yield :class:`Progress`;
+the wire layer's ``RetrieveService`` turns each into a C-MOVE-RSP /
+C-GET-RSP.
 """
 
 from __future__ import annotations
@@ -14,32 +14,22 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from io import BytesIO
-
-import pynetdicom.association
-from pydicom.dataset import Dataset
-from pynetdicom import evt
-from pynetdicom.dimse_primitives import C_GET, C_MOVE
-from pynetdicom.dsutils import encode
-from pynetdicom.service_class import QueryRetrieveServiceClass
 
 from ..index.query import QueryError, matching_instances
-from ..remotes import direct
 from ..remotes.sender import Outgoing, outgoing, store_one
-from .identifiers import GET_MODELS, MOVE_MODELS, root_of, to_query
-from .storage import error_comment
+from ..statuses import (
+    CANCELLED,
+    PENDING,
+    SUBOPS_ALL_FAILED,
+    SUBOPS_WARNING,
+    SUCCESS,
+    UNABLE_TO_PROCESS,
+)
+from .identifiers import root_of, to_query
+from .wire.retrieve_service import MAX_SUBOPERATIONS
 
 log = logging.getLogger(__name__)
 
-PENDING = 0xFF00
-CANCELLED = 0xFE00
-SUCCESS = 0x0000
-SUBOPS_WARNING = 0xB000  # sub-operations complete, one or more failures or warnings
-SUBOPS_ALL_FAILED = 0xA702  # unable to perform sub-operations
-MOVE_DESTINATION_UNKNOWN = 0xA801
-IDENTIFIER_DOES_NOT_MATCH = 0xA900
-UNABLE_TO_PROCESS = 0xC000
-MAX_SUBOPERATIONS = 65535  # the counts are US in the responses
 PENDING_INTERVAL_S = 0.1
 
 
@@ -142,94 +132,6 @@ def suboperations(event, assoc, items: Sequence[Outgoing], *, what: str) -> Iter
         tally.failed += len(lost)
         tally.failed_uids.extend(lost)
     yield tally.final()
-
-
-class RetrieveService(QueryRetrieveServiceClass):
-    """Q/R service class whose C-MOVE / C-GET responses come from the node's handlers."""
-
-    def _move_scp(self, req, context) -> None:
-        self._serve(req, context, evt.EVT_C_MOVE, C_MOVE())
-
-    def _get_scp(self, req, context) -> None:
-        self._serve(req, context, evt.EVT_C_GET, C_GET())
-
-    def _serve(self, req, context, event_type, rsp) -> None:
-        cx_id = context.context_id
-        rsp.MessageID = req.MessageID
-        rsp.MessageIDBeingRespondedTo = req.MessageID
-        rsp.AffectedSOPClassUID = req.AffectedSOPClassUID
-        info = {"request": req, "context": context.as_tuple, "_is_cancelled": self.is_cancelled}
-        try:
-            for progress in evt.trigger(self.assoc, event_type, info):
-                if not self.assoc.is_established:
-                    return
-                self._respond(rsp, progress, context, cx_id)
-                if not progress.pending:
-                    return
-        except Exception as exc:  # a handler bug must still end the request with a status
-            log.exception("retrieve handler failed")
-            self._node_direct_off()
-            if self.assoc.is_established:
-                self._respond(rsp, refused(UNABLE_TO_PROCESS, f"retrieve failed: {exc}"), context, cx_id)
-            return
-        finally:
-            self._node_direct_off()
-        if self.assoc.is_established:  # the handler ended without a final response
-            self._respond(rsp, refused(UNABLE_TO_PROCESS, "retrieve ended unexpectedly"), context, cx_id)
-
-    def _node_direct_off(self) -> None:
-        # Direct socket writes (see handle_get) end with the request.
-        self.assoc._node_direct = False
-
-    def _respond(self, rsp, progress: Progress, context, cx_id: int) -> None:
-        if progress.pending and isinstance(rsp, C_GET) and getattr(self.assoc, "_node_direct", False):
-            # The C-STOREs of this C-GET go straight to the socket: so must
-            # its pending responses, in order (node.remotes.direct).
-            counts = tuple(
-                min(n, MAX_SUBOPERATIONS)
-                for n in (progress.remaining, progress.completed, progress.failed, progress.warning)
-            )
-            pdus = direct.get_pending_pdus(
-                cx_id, str(rsp.AffectedSOPClassUID), rsp.MessageIDBeingRespondedTo, counts
-            )
-            self.assoc.dul.socket.send(pdus)
-            return
-        rsp.Status = progress.status
-        rsp.ErrorComment = error_comment(progress.comment) if progress.comment else None
-        rsp.Identifier = None
-        # Remaining only while sub-operations are under way (PS3.4 C.4.2.1.6).
-        keep_remaining = progress.pending or progress.status == CANCELLED
-        remaining = min(progress.remaining, MAX_SUBOPERATIONS)
-        rsp.NumberOfRemainingSuboperations = remaining if keep_remaining else None
-        rsp.NumberOfCompletedSuboperations = min(progress.completed, MAX_SUBOPERATIONS)
-        rsp.NumberOfFailedSuboperations = min(progress.failed, MAX_SUBOPERATIONS)
-        rsp.NumberOfWarningSuboperations = min(progress.warning, MAX_SUBOPERATIONS)
-        if not progress.pending and progress.failed_uids:
-            ts = context.transfer_syntax[0]
-            ds = Dataset()
-            ds.FailedSOPInstanceUIDList = list(progress.failed_uids)
-            rsp.Identifier = BytesIO(encode(ds, ts.is_implicit_VR, ts.is_little_endian, ts.is_deflated))
-        self.dimse.send_msg(rsp, cx_id)
-
-
-_RETRIEVE_UIDS = frozenset(str(uid) for uid in (*MOVE_MODELS, *GET_MODELS))
-
-
-def install() -> None:
-    """Route the retrieve SOP classes (C-MOVE / C-GET) to :class:`RetrieveService`.
-
-    pynetdicom picks a service class per SOP class with
-    ``uid_to_service_class``; only the six retrieve UIDs are redirected.
-    """
-    original = pynetdicom.association.uid_to_service_class
-    if getattr(original, "node_retrieve", False):
-        return
-
-    def dispatch(uid):
-        return RetrieveService if str(uid) in _RETRIEVE_UIDS else original(uid)
-
-    dispatch.node_retrieve = True  # type: ignore[attr-defined]
-    pynetdicom.association.uid_to_service_class = dispatch
 
 
 def requested_instances(event, store) -> list[Outgoing]:

@@ -1,14 +1,15 @@
 """Storage SCP: received C-STORE data sets into the ingest path.
 
-Normally :mod:`node.dimse.fast_store` takes the C-STORE-RQs of associations
-our server accepts; pynetdicom's EVT_C_STORE (``handle_store``) remains for
-anything that reaches pynetdicom's own storage service.  Both call
-:func:`store_received`.
+With the fast path the wire layer takes the C-STORE-RQs of associations the
+node accepts and calls :class:`Receiver`; otherwise pynetdicom's EVT_C_STORE
+(:func:`handle_store`) does.  Both end in :func:`store_received`, which
+never raises: whatever happens, the peer gets a status.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from pydicom.dataset import Dataset
@@ -16,19 +17,13 @@ from pydicom.dataset import Dataset
 from .. import metrics
 from ..context import NodeContext
 from ..ingest import Source
-from ..statuses import status_text
-from . import fast_store
+from ..statuses import OUT_OF_RESOURCES, PROCESSING_FAILURE, SUCCESS, status_text
 from .associations import stats
+from .wire import error_comment
 
 log = logging.getLogger("node.dimse")
 
 LOGGED_REFUSALS = 10  # refusals logged one by one per association
-
-
-def error_comment(reason: str) -> str:
-    """*reason* as an ErrorComment: LO, at most 64 characters, no backslash or controls."""
-    cleaned = "".join(c if " " <= c <= "~" and c != "\\" else "?" for c in reason)
-    return cleaned[:64]
 
 
 @metrics.timed("c_store")
@@ -39,10 +34,18 @@ def store_received(ctx: NodeContext, assoc, path: Path) -> tuple[int, str]:
     # tagged with it, so that store-and-forward never sends it back there.
     remote = ctx.settings.remote_by_ae(calling)
     source = Source("dimse", calling_aet=calling, remote=remote.name if remote else "")
-    outcome = ctx.ingest.ingest_file(path, source, take=True)
+    try:
+        outcome = ctx.ingest.ingest_file(path, source, take=True)
+    except Exception as exc:  # noqa: BLE001 - the peer is answered whatever happened
+        log.exception("C-STORE from %s: ingest failed", calling)
+        path.unlink(missing_ok=True)
+        status = OUT_OF_RESOURCES if isinstance(exc, OSError) else PROCESSING_FAILURE
+        stats(assoc).count("failed")
+        return status, error_comment(f"could not store: {exc}")
     if outcome.ok:
         stats(assoc).count(outcome.status.value)
-        return 0x0000, ""
+        return SUCCESS, ""
+    path.unlink(missing_ok=True)  # nothing half-written stays in the temp folder
     stats(assoc).count("failed")
     if not outcome.logged:
         _log_refusal(assoc, calling, outcome)
@@ -71,6 +74,31 @@ def _log_refusal(assoc, calling: str, outcome) -> None:
         log.warning("C-STORE from %s: further refusals on this association are only counted", calling)
 
 
+class Receiver:
+    """What the wire layer calls for the associations the node accepts (see wire.Receiver)."""
+
+    def __init__(self, ctx: NodeContext, *, echo: Callable[[object], int]) -> None:
+        self._ctx = ctx
+        self._echo = echo
+
+    def stored(self, assoc, path: Path) -> tuple[int, str]:
+        return store_received(self._ctx, assoc, path)
+
+    def failed(self, assoc, sop_instance: str, error: str) -> tuple[int, str]:
+        stats(assoc).count("failed")
+        log.warning(
+            "C-STORE of %s from %s refused %s: %s",
+            sop_instance,
+            assoc.requestor.ae_title,
+            status_text(OUT_OF_RESOURCES),
+            error,
+        )
+        return OUT_OF_RESOURCES, error_comment(error)
+
+    def echo(self, assoc) -> int:
+        return self._echo(assoc)
+
+
 def handle_store(event, ctx: NodeContext) -> Dataset:
     """EVT_C_STORE: ingest the spooled data set; answer success only once it is durable."""
     status, comment = store_received(ctx, event.assoc, Path(event.dataset_path))
@@ -79,13 +107,3 @@ def handle_store(event, ctx: NodeContext) -> Dataset:
     if comment:
         rsp.ErrorComment = comment
     return rsp
-
-
-def handle_conn_open(event, ctx: NodeContext) -> None:
-    """EVT_CONN_OPEN: put the association's C-STOREs on the fast path."""
-    fast_store.enable(event.assoc, lambda assoc, path: store_received(ctx, assoc, path), ctx.store.temp_path)
-
-
-def handle_conn_close(event) -> None:
-    """EVT_CONN_CLOSE: an instance cut off mid-transfer leaves no temp file behind."""
-    fast_store.discard(event.assoc)

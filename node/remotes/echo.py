@@ -14,7 +14,6 @@ import time
 from dataclasses import dataclass
 
 from pynetdicom import AE, evt
-from pynetdicom.pdu import A_ASSOCIATE_RJ
 from pynetdicom.sop_class import Verification
 
 from ..config import Remote
@@ -97,10 +96,11 @@ def echo(remote: Remote, calling_ae: str, timeout: float = DEFAULT_TIMEOUT_S) ->
 
     # pynetdicom sometimes reports a rejection as an abort (the peer closes the
     # connection right after its A-ASSOCIATE-RJ): keep the PDU when it arrives.
-    rejections: list[A_ASSOCIATE_RJ] = []
+    # (By the PDU's class name: its module is pynetdicom's internals, which only node/dimse/wire imports.)
+    rejections: list = []
 
     def on_pdu(event) -> None:
-        if isinstance(event.pdu, A_ASSOCIATE_RJ):
+        if type(event.pdu).__name__ == "A_ASSOCIATE_RJ":
             rejections.append(event.pdu)
 
     assoc = ae.associate(

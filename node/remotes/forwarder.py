@@ -34,7 +34,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from pynetdicom.association import Association
+from pynetdicom import Association
 
 from .. import metrics
 from ..config import Remote

@@ -44,21 +44,14 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
 )
-from pynetdicom.status import (
-    GENERAL_STATUS,
-    QR_FIND_SERVICE_CLASS_STATUS,
-    QR_GET_SERVICE_CLASS_STATUS,
-    QR_MOVE_SERVICE_CLASS_STATUS,
-)
 
 from ..config import Remote
-from ..dimse import ae as _node_ae  # noqa: F401 - received data sets are spooled to files (bounded memory)
 from ..ingest import Ingest, Source
+from ..statuses import SUCCESS, is_pending, is_warning, status_text
 from .sender import Peer, SendError, open_association
 
 log = logging.getLogger(__name__)
 
-PENDING = (0xFF00, 0xFF01)
 # A big study's sub-operations can keep the remote busy between responses.
 RETRIEVE_DIMSE_TIMEOUT_S = 600.0
 # Transfer syntaxes accepted for C-GET's C-STOREs: stored as received.
@@ -143,19 +136,9 @@ def describe(remote: Remote) -> str:
     return f"remote {remote.name!r} ({peer_of(remote)})"
 
 
-def status_text(code: int, table: dict) -> str:
-    """``0xA801 (Move destination unknown)``: a DICOM status and its meaning."""
-    meaning = table.get(code) or GENERAL_STATUS.get(code)
-    if meaning is None and 0xA000 <= code <= 0xAFFF:
-        meaning = ("Failure", "Refused: Out of resources" if code >> 8 == 0xA7 else "Failure")
-    if meaning is None and 0xC000 <= code <= 0xCFFF:
-        meaning = ("Failure", "Unable to process")
-    return f"0x{code:04X} ({meaning[1] if meaning else 'unknown status'})"
-
-
 def _associate(remote: Remote, calling_ae: str, contexts, cancel: Cancel | None, **kwargs):
     try:
-        assoc = open_association(peer_of(remote), calling_ae, contexts, **kwargs)
+        assoc = open_association(peer_of(remote), calling_ae, contexts, send_only=False, **kwargs)
     except SendError as exc:
         raise RetrieveError(f"remote {remote.name!r}: {exc}") from None
     assoc.dimse_timeout = RETRIEVE_DIMSE_TIMEOUT_S
@@ -195,7 +178,7 @@ def find_studies(remote: Remote, calling_ae: str, accession: str) -> list[StudyM
                     f"{describe(remote)}: no C-FIND response (association aborted or timed out)"
                 )
             code = int(status.Status)
-            if code in PENDING:
+            if is_pending(code):
                 if identifier is None:
                     continue
                 uid = str(identifier.get("StudyInstanceUID", "") or "").strip()
@@ -207,10 +190,10 @@ def find_studies(remote: Remote, calling_ae: str, accession: str) -> list[StudyM
                     except (TypeError, ValueError):
                         expected = None
                     matches[uid] = StudyMatch(uid, expected)
-            elif code != 0x0000:
+            elif code != SUCCESS:
                 raise RetrieveError(
                     f"{describe(remote)} refused the C-FIND for accession {accession!r}: status "
-                    f"{status_text(code, QR_FIND_SERVICE_CLASS_STATUS)}{_comment(status)}"
+                    f"{status_text(code)}{_comment(status)}"
                 )
     finally:
         _close(assoc, None)
@@ -236,7 +219,6 @@ def _follow(
     responses,
     remote: Remote,
     operation: str,
-    table: dict,
     on_progress: Callable[[Progress], None] | None,
     cancel: Cancel | None,
 ) -> Progress:
@@ -260,13 +242,13 @@ def _follow(
             value = status.get(keyword)
             if value not in (None, ""):
                 setattr(progress, attr, int(value))
-        if code in PENDING:
+        if is_pending(code):
             if on_progress:
                 on_progress(progress)
             continue
-        if code != 0x0000 and code & 0xF000 != 0xB000:
+        if code != SUCCESS and not is_warning(code):
             raise RetrieveError(
-                f"{describe(remote)} refused the {operation}: status {status_text(code, table)}"
+                f"{describe(remote)} refused the {operation}: status {status_text(code)}"
                 f"{_comment(status)} ({progress.completed} completed, {progress.failed} failed)"
             )
     if progress.status is None:
@@ -289,7 +271,7 @@ def move_study(
     assoc = _associate(remote, own_ae, [build_context(model)], cancel)
     try:
         responses = _sent(assoc.send_c_move, remote, _study_identifier(study_uid), own_ae, model)
-        return _follow(responses, remote, "C-MOVE", QR_MOVE_SERVICE_CLASS_STATUS, on_progress, cancel)
+        return _follow(responses, remote, "C-MOVE", on_progress, cancel)
     finally:
         _close(assoc, cancel)
 
@@ -311,7 +293,7 @@ def get_study(
         outcome = ingest.ingest_file(Path(event.dataset_path), source, take=True)
         if not outcome.ok:
             log.warning("C-GET from %s: instance refused: %s", remote.name, outcome.reason)
-        return 0x0000 if outcome.ok else outcome.failure_code
+        return SUCCESS if outcome.ok else outcome.failure_code
 
     contexts = [build_context(model)]
     storage = [cx.abstract_syntax for cx in StoragePresentationContexts][: 128 - len(contexts)]
@@ -322,6 +304,6 @@ def get_study(
     )
     try:
         responses = _sent(assoc.send_c_get, remote, _study_identifier(study_uid), model)
-        return _follow(responses, remote, "C-GET", QR_GET_SERVICE_CLASS_STATUS, on_progress, cancel)
+        return _follow(responses, remote, "C-GET", on_progress, cancel)
     finally:
         _close(assoc, cancel)

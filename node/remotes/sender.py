@@ -12,17 +12,17 @@ which costs one decode.
 from __future__ import annotations
 
 import logging
-import socket
-import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydicom import dcmread
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE, build_context
-from pynetdicom.association import Association
+from pynetdicom import AE, Association, build_context
 from pynetdicom.presentation import PresentationContext
+
+from ..dimse import wire
+from ..statuses import is_ok
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +79,8 @@ class Sent:
 
     @property
     def ok(self) -> bool:
-        # 0x0000 success, 0xB000/0xB007/0xB006 warnings (stored with coercion).
-        return self.status is not None and (self.status == 0 or self.status & 0xF000 == 0xB000)
+        """Success or a warning (e.g. 0xB000 stored with coercion): the peer kept it."""
+        return is_ok(self.status)
 
 
 def contexts_for(items: Iterable[Outgoing]) -> list[PresentationContext]:
@@ -113,11 +113,14 @@ def open_association(
     max_pdu: int = 0,
     ext_neg: Sequence | None = None,
     evt_handlers: Sequence | None = None,
+    send_only: bool = True,
 ) -> Association:
     """Associate with *peer* as *calling_ae*; raise SendError naming the peer on failure.
 
     *ext_neg* (e.g. SCP/SCU role selection for C-GET) and *evt_handlers* are
-    passed on to pynetdicom's ``associate``.
+    passed on to pynetdicom's ``associate``.  *send_only*: nothing but
+    C-STOREs will be sent on it (the wire layer may then write them itself).
+    *max_pdu* 0 advertises the wire layer's bound for "no limit".
     """
     ae = AE(ae_title=calling_ae)
     ae.requested_contexts = list(contexts)
@@ -125,6 +128,7 @@ def open_association(
     ae.network_timeout = 60
     ae.dimse_timeout = 120
     ae.connection_timeout = timeout
+    max_pdu = wire.advertised_max_pdu(max_pdu)
     ae.maximum_pdu_size = max_pdu
     assoc = ae.associate(
         peer.host,
@@ -141,49 +145,8 @@ def open_association(
             offered = sorted({cx.abstract_syntax for cx in contexts})
             raise NoAcceptedContext(f"{peer} accepts none of the SOP classes offered ({', '.join(offered)})")
         raise SendError(f"{peer} could not be reached (connection refused or timed out)")
-    sock = assoc.dul.socket.socket if assoc.dul.socket else None
-    if sock is not None:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    _keep_responses_for_sender(assoc)
+    wire.prepare(assoc, send_only=send_only)
     return assoc
-
-
-def _keep_responses_for_sender(assoc: Association) -> None:
-    """Stop the association's own reactor thread from taking DIMSE messages off its queue.
-
-    pynetdicom pauses that reactor around each ``send_c_store`` with a
-    flag the reactor sets before it parks; right after one C-STORE the flag is
-    still set while the reactor wakes up, so the next C-STORE can start before
-    the reactor has parked again, and a quick C-STORE-RSP may then be taken
-    by the reactor instead of the sender (which waits out the DIMSE timeout;
-    seen under load as a C-MOVE hanging for minutes).  On an association we
-    opened only to send, the peer sends us nothing but responses, so the
-    reactor never needs the queue.
-    """
-    dimse = assoc.dimse
-    original = dimse.get_msg
-
-    def get_msg(block: bool = False):
-        if not block and threading.current_thread() is assoc:
-            return None, None
-        return original(block)
-
-    dimse.get_msg = get_msg
-    assoc._node_send_only = True  # type: ignore[attr-defined]
-    # Nothing but our C-STOREs is written to this association: they may go
-    # straight to the socket (node.remotes.direct).
-    assoc._node_direct = True  # type: ignore[attr-defined]
-
-
-def _skip_reactor_pause(assoc: Association) -> None:
-    """Let ``send_c_store`` start at once on an association set up by _keep_responses_for_sender.
-
-    send_c_store first waits for the reactor to park, which (with the idle
-    wait of node.dimse.tuning) can take up to its 5 ms idle wait per instance;
-    the reactor cannot take our response there, so there is nothing to wait for.
-    """
-    if getattr(assoc, "_node_send_only", False):
-        assoc._is_paused = True
 
 
 def _accepted_syntaxes(assoc: Association, sop_class: str) -> set[str]:
@@ -205,20 +168,17 @@ def store_one(
     accepted = _accepted_syntaxes(assoc, item.sop_class_uid)
     if not accepted:
         return Sent(item, None, f"the peer accepted no context for SOP class {item.sop_class_uid}")
-    _skip_reactor_pause(assoc)
-    if item.transfer_syntax in accepted and getattr(assoc, "_node_direct", False):
-        sent = _store_direct(assoc, item, originator_ae, originator_id)
-        if sent is not None:
-            return sent
+    originator = {"originator_ae": originator_ae, "originator_id": originator_id}
     try:
+        # The one place that decides how an instance goes out; a transcoder for
+        # peers that take none of its stored syntax would be called here.
         if item.transfer_syntax in accepted:
-            # Stored bytes as they are: pynetdicom streams the file's data set.
-            rsp = assoc.send_c_store(
-                item.path, originator_aet=originator_ae or None, originator_id=originator_id
+            # Stored bytes as they are, streamed from the file.
+            status, comment = wire.send_file(
+                assoc, item.path, item.sop_class_uid, item.sop_uid, item.transfer_syntax, **originator
             )
         elif item.transfer_syntax in UNCOMPRESSED:
-            ds = dcmread(item.path)
-            rsp = assoc.send_c_store(ds, originator_aet=originator_ae or None, originator_id=originator_id)
+            status, comment = wire.send_dataset(assoc, dcmread(item.path), **originator)
         else:
             return Sent(
                 item,
@@ -227,33 +187,9 @@ def store_one(
             )
     except Exception as exc:  # noqa: BLE001 - any failure is this instance's failure
         return Sent(item, None, f"sending failed: {exc}")
-    status = getattr(rsp, "Status", None)
     if status is None:
         return Sent(item, None, "no response (association aborted or timed out)")
-    return Sent(item, int(status), str(getattr(rsp, "ErrorComment", "") or ""))
-
-
-def _store_direct(assoc: Association, item: Outgoing, originator_ae: str, originator_id: int | None):
-    """store_one through node.remotes.direct; None when that path does not apply to this file."""
-    from . import direct
-
-    try:
-        status = direct.send_file(
-            assoc,
-            item.path,
-            item.sop_class_uid,
-            item.sop_uid,
-            item.transfer_syntax,
-            originator_ae=originator_ae,
-            originator_id=originator_id,
-        )
-    except direct.NotDirect:
-        return None
-    except OSError as exc:
-        return Sent(item, None, f"sending failed: {exc}")
-    if status is None:
-        return Sent(item, None, "no response (association aborted or timed out)")
-    return Sent(item, status)
+    return Sent(item, status, comment)
 
 
 def send_batch(
