@@ -35,7 +35,7 @@ from tests.rawdimse import (
 
 ACSE_TIMEOUT = 2.0
 NETWORK_TIMEOUT = 3.0
-SLACK = 1.5  # scheduling on a busy machine
+SLACK = 3.0  # scheduling on a busy machine (CI shares it with other passes of the suite)
 MAX_RSS_GROWTH = 48 * 1024 * 1024
 STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
 CONTEXTS = (
@@ -61,10 +61,14 @@ def rss(node: RunningNode) -> int:
 
 
 def assert_echo_answers(node: RunningNode) -> None:
-    """DCMTK echoscu, a well-behaved peer, gets its C-ECHO answered within a second."""
+    """DCMTK echoscu, a well-behaved peer, gets its C-ECHO answered at once.
+
+    "At once" is below ACSE_TIMEOUT: not after a slot held by an attacker was
+    freed by a timeout (an echo takes ~50 ms; a busy machine, up to a second).
+    """
     started = time.monotonic()
     dcmtk("echoscu", "-to", "5", "-aec", NODE_AE, "127.0.0.1", str(node.dicom_port), timeout=10)
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < ACSE_TIMEOUT
 
 
 def associated(node: RunningNode) -> RawPeer:
