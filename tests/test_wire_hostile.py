@@ -61,14 +61,10 @@ def rss(node: RunningNode) -> int:
 
 
 def assert_echo_answers(node: RunningNode) -> None:
-    """DCMTK echoscu, a well-behaved peer, gets its C-ECHO answered at once.
-
-    "At once" is below ACSE_TIMEOUT: not after a slot held by an attacker was
-    freed by a timeout (an echo takes ~50 ms; a busy machine, up to a second).
-    """
+    """DCMTK echoscu, a well-behaved peer, gets its C-ECHO answered within a second."""
     started = time.monotonic()
     dcmtk("echoscu", "-to", "5", "-aec", NODE_AE, "127.0.0.1", str(node.dicom_port), timeout=10)
-    assert time.monotonic() - started < ACSE_TIMEOUT
+    assert time.monotonic() - started < 1.0
 
 
 def associated(node: RunningNode) -> RawPeer:
