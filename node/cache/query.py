@@ -193,7 +193,12 @@ class _Asker(threading.Thread):
     def run(self) -> None:
         try:
             for found in find(
-                self.remote, self.calling_ae, identifier(self.query), timeout=self.timeout, cancel=self.cancel
+                self.remote,
+                self.calling_ae,
+                identifier(self.query),
+                timeout=self.timeout,
+                cancel=self.cancel,
+                release_later=True,
             ):
                 match = to_match(self.query, found)
                 if match is not None:
