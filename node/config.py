@@ -94,6 +94,15 @@ class JobSettings:
 
 
 @dataclass(frozen=True)
+class CacheSettings:
+    # C-FIND / QIDO toward the read-through remotes: "on-miss" (only when
+    # nothing matches locally), "always" (merged with the local matches) or "never".
+    query: str = "on-miss"
+    # Seconds an upstream query may take; slower or unreachable remotes make the answer partial.
+    query_timeout: float = 5.0
+
+
+@dataclass(frozen=True)
 class Remote:
     name: str
     ae_title: str
@@ -102,6 +111,8 @@ class Remote:
     accession_prefixes: tuple[str, ...] = ()
     retrieve: str = "move"
     forward: bool = False
+    # Query (C-FIND / QIDO) and retrieve from this remote what the node does not hold.
+    read_through: bool = False
 
 
 @dataclass(frozen=True)
@@ -111,6 +122,7 @@ class Settings:
     storage: StorageSettings = field(default_factory=StorageSettings)
     export: ExportSettings = field(default_factory=ExportSettings)
     jobs: JobSettings = field(default_factory=JobSettings)
+    cache: CacheSettings = field(default_factory=CacheSettings)
     remotes: tuple[Remote, ...] = ()
     source: Path | None = None
 
@@ -144,6 +156,10 @@ class Settings:
                 if accession.startswith(prefix) and (best is None or len(prefix) > best[0]):
                     best = (len(prefix), remote)
         return best[1] if best else None
+
+    def read_through_remotes(self) -> tuple[Remote, ...]:
+        """The remotes marked ``read_through``, in config order (the order answers are merged in)."""
+        return tuple(r for r in self.remotes if r.read_through)
 
 
 # -- value checkers: each returns the converted value or raises ConfigError --
@@ -313,6 +329,13 @@ _SECTIONS: dict[str, tuple[type, dict[str, Check]]] = {
             "send_workers": _int_range(1, 64),
         },
     ),
+    "cache": (
+        CacheSettings,
+        {
+            "query": _choice("on-miss", "always", "never"),
+            "query_timeout": _positive_number,
+        },
+    ),
 }
 
 _REMOTE_KEYS: dict[str, Check] = {
@@ -323,6 +346,7 @@ _REMOTE_KEYS: dict[str, Check] = {
     "accession_prefixes": _prefix_list,
     "retrieve": _choice("move", "get"),
     "forward": _bool,
+    "read_through": _bool,
 }
 _REMOTE_REQUIRED = ("name", "ae_title", "host", "port")
 _PATH_KEYS = {("storage", "path"), ("storage", "database"), ("export", "path"), ("http", "viewer_path")}

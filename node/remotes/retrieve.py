@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,6 +161,56 @@ def _comment(status: Dataset) -> str:
     return f": {comment}" if comment else ""
 
 
+def find(
+    remote: Remote,
+    calling_ae: str,
+    identifier: Dataset,
+    *,
+    timeout: float | None = None,
+    cancel: Cancel | None = None,
+    release_later: bool = False,
+) -> Iterator[Dataset]:
+    """C-FIND *identifier* at *remote* (Study Root); yields each matching identifier.
+
+    The one C-FIND SCU: the export's accession look-up and the read-through
+    query (:mod:`node.cache.query`) both ask through it.  *timeout* bounds
+    the connection, the association and each response; *cancel* lets
+    another thread abort the association.  *release_later*: the association
+    is released on another thread, so that the answer is complete as soon as
+    the final response is in (the A-RELEASE round trip is a third of a
+    query's time on loopback).  Raises RetrieveError naming the remote and
+    the DICOM status when the remote cannot be reached or refuses.
+    """
+    model = StudyRootQueryRetrieveInformationModelFind
+    limits = {} if timeout is None else {"timeout": timeout}
+    assoc = _associate(remote, calling_ae, [build_context(model)], cancel, **limits)
+    if timeout is not None:
+        assoc.dimse_timeout = timeout
+    try:
+        for status, found in assoc.send_c_find(identifier, model):
+            if not status or "Status" not in status:
+                if cancel is not None and cancel.cancelled:
+                    raise RetrieveError(f"C-FIND at {describe(remote)} interrupted")
+                raise RetrieveError(
+                    f"{describe(remote)}: no C-FIND response (association aborted or timed out)"
+                )
+            code = int(status.Status)
+            if is_pending(code):
+                if found is not None:
+                    yield found
+            elif code != SUCCESS:
+                raise RetrieveError(
+                    f"{describe(remote)} refused the C-FIND: status {status_text(code)}{_comment(status)}"
+                )
+    finally:
+        if release_later:
+            if cancel is not None:
+                cancel.detach(assoc)  # a later cancel must not abort a release under way
+            threading.Thread(target=_close, args=(assoc, None), name="c-find-release", daemon=True).start()
+        else:
+            _close(assoc, cancel)
+
+
 def find_studies(remote: Remote, calling_ae: str, accession: str) -> list[StudyMatch]:
     """The studies *remote* holds for *accession* (exact match), with their instance counts."""
     query = Dataset()
@@ -168,35 +218,17 @@ def find_studies(remote: Remote, calling_ae: str, accession: str) -> list[StudyM
     query.AccessionNumber = accession
     query.StudyInstanceUID = ""
     query.NumberOfStudyRelatedInstances = ""
-    model = StudyRootQueryRetrieveInformationModelFind
-    assoc = _associate(remote, calling_ae, [build_context(model)], None)
     matches: dict[str, StudyMatch] = {}
-    try:
-        for status, identifier in assoc.send_c_find(query, model):
-            if not status or "Status" not in status:
-                raise RetrieveError(
-                    f"{describe(remote)}: no C-FIND response (association aborted or timed out)"
-                )
-            code = int(status.Status)
-            if is_pending(code):
-                if identifier is None:
-                    continue
-                uid = str(identifier.get("StudyInstanceUID", "") or "").strip()
-                found = str(identifier.get("AccessionNumber", accession) or "").strip()
-                if uid and found == accession:
-                    count = identifier.get("NumberOfStudyRelatedInstances")
-                    try:
-                        expected = int(count) if count not in (None, "") else None
-                    except (TypeError, ValueError):
-                        expected = None
-                    matches[uid] = StudyMatch(uid, expected)
-            elif code != SUCCESS:
-                raise RetrieveError(
-                    f"{describe(remote)} refused the C-FIND for accession {accession!r}: status "
-                    f"{status_text(code)}{_comment(status)}"
-                )
-    finally:
-        _close(assoc, None)
+    for identifier in find(remote, calling_ae, query):
+        uid = str(identifier.get("StudyInstanceUID", "") or "").strip()
+        found = str(identifier.get("AccessionNumber", accession) or "").strip()
+        if uid and found == accession:
+            count = identifier.get("NumberOfStudyRelatedInstances")
+            try:
+                expected = int(count) if count not in (None, "") else None
+            except (TypeError, ValueError):
+                expected = None
+            matches[uid] = StudyMatch(uid, expected)
     return list(matches.values())
 
 

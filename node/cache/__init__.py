@@ -1,0 +1,1 @@
+"""The node as a cache in front of upstream PACS: read-through queries (and, later, retrieval, eviction)."""
