@@ -64,6 +64,7 @@ class StoredSyntaxes:
                 self._loaded_at = time.monotonic()
             return
         with self._lock:
+            first = self._by_class is None
             fresh = {sop_class: set(syntaxes) for sop_class, syntaxes in loaded.items()}
             # What was filed while the scan ran is kept: it may not be in what the scan saw.
             for sop_class, syntaxes in (self._by_class or {}).items():
@@ -71,8 +72,11 @@ class StoredSyntaxes:
             self._by_class = fresh
             self._loaded_at = time.monotonic()
             self._loading = False
-        log.debug(
-            "stored transfer syntaxes of %d SOP classes read in %.3fs", len(fresh), time.monotonic() - started
+        log.log(
+            logging.INFO if first else logging.DEBUG,
+            "stored transfer syntaxes of %d SOP classes read in %.3fs",
+            len(fresh),
+            time.monotonic() - started,
         )
 
     def refresh_in_background(self) -> None:
