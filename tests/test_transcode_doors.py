@@ -19,10 +19,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 from pydicom import dcmread
-from pydicom.uid import CTImageStorage, SecondaryCaptureImageStorage, generate_uid
+from pydicom.dataset import Dataset
+from pydicom.uid import CTImageStorage, MRImageStorage, SecondaryCaptureImageStorage, generate_uid
+from pynetdicom import AE, build_role, evt
+from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet
 
-from bench.corpus import encode_as, make_dataset
-from tests.harness import NODE_AE, RunningNode, StoreSCP, dataset_bytes, dcmtk, node_config, wait_until
+from bench.corpus import encode_as, make_dataset, write
+from tests.harness import (
+    NODE_AE,
+    RunningNode,
+    StoreSCP,
+    c_store,
+    dataset_bytes,
+    dcmtk,
+    node_config,
+    wait_until,
+)
 
 IMPLICIT = "1.2.840.10008.1.2"
 EXPLICIT = "1.2.840.10008.1.2.1"
@@ -207,3 +219,45 @@ def test_an_instance_that_cannot_be_converted_fails_alone(env, tmp_path):
     wait_until("refused for good", lambda: "1 failed" in node.cli("forward").stdout)
     assert len(env["forward"].files()) == 4
     assert node.health()["status"] == "ok"
+
+
+def test_a_class_first_stored_while_running_goes_out_as_stored(env, tmp_path):
+    """The C-GET negotiation learns from the ingest path: an MR instance C-STOREd as Explicit VR LE
+    is then fetched by a requester preferring Implicit VR LE ([implicit, explicit, ...], pynetdicom's
+    default) in Explicit VR LE, as the stored bytes.  (Last: the forward remote gets it too.)"""
+    node = env["node"]
+    study = generate_uid()
+    ds = make_dataset(study_uid=study, series_uid=generate_uid(), sop_class_uid=MRImageStorage, modality="MR")
+    path = write(ds, tmp_path / "mr.dcm")
+    assert c_store(NODE_AE, node.dicom_port, dcmread(path)).Status == 0x0000
+    received: dict[str, tuple[str, bytes]] = {}
+
+    def on_store(event) -> int:
+        received[event.request.AffectedSOPInstanceUID] = (
+            str(event.context.transfer_syntax),
+            event.request.DataSet.getvalue(),
+        )
+        return 0x0000
+
+    ae = AE(ae_title="PYGET")
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+    ae.add_requested_context(MRImageStorage)  # [implicit, explicit, deflated, big endian]
+    assoc = ae.associate(
+        "127.0.0.1",
+        node.dicom_port,
+        ae_title=NODE_AE,
+        ext_neg=[build_role(MRImageStorage, scp_role=True)],
+        evt_handlers=[(evt.EVT_C_STORE, on_store)],
+    )
+    assert assoc.is_established
+    try:
+        identifier = Dataset()
+        identifier.QueryRetrieveLevel = "STUDY"
+        identifier.StudyInstanceUID = study
+        statuses = [
+            s.Status for s, _ in assoc.send_c_get(identifier, StudyRootQueryRetrieveInformationModelGet)
+        ]
+    finally:
+        assoc.release()
+    assert statuses[-1] == 0x0000
+    assert received == {ds.SOPInstanceUID: (EXPLICIT, dataset_bytes(path))}
