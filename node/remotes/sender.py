@@ -247,19 +247,20 @@ def store_one(
         converted = transcode_file(
             item.path, item.transfer_syntax, target, item.tmp_dir or Path(tempfile.gettempdir())
         )
-    except TranscodeError as exc:
-        log.warning("cannot send %s: %s", item.sop_uid, exc)
+    except TranscodeError as exc:  # the door logs the reason with its outcome
         return Sent(item, None, f"cannot be converted for the peer: {exc}", refused=True)
-    except OSError as exc:  # the file is gone, or the temp folder is full
-        return Sent(item, None, f"cannot be converted for the peer: {exc}", refused=True)
+    except OSError as exc:
+        # A missing file will not come back; a full temp folder may clear: not refused, retried.
+        refused = isinstance(exc, FileNotFoundError)
+        return Sent(item, None, f"cannot be converted for the peer: {exc}", refused=refused)
+    log.debug(
+        "%s converted from %s to %s in %.1f ms",
+        item.sop_uid,
+        item.transfer_syntax,
+        target,
+        (time.perf_counter() - started) * 1000,
+    )
     try:
-        log.debug(
-            "%s converted from %s to %s in %.1f ms",
-            item.sop_uid,
-            item.transfer_syntax,
-            target,
-            (time.perf_counter() - started) * 1000,
-        )
         sent = _sent(
             item,
             lambda: wire.send_file(assoc, converted, item.sop_class_uid, item.sop_uid, target, **originator),
