@@ -313,11 +313,11 @@ def send_batch(
             assoc.release()
         done = sum(1 for s in results if s.ok)
         log.info(
-            "association %s to %s: %d sent, %d not%s; %s in %.2fs",
+            "association %s to %s: %d of %d accepted%s; %s in %.2fs",
             calling_ae,
             peer,
             done,
-            len(results) - done,
+            len(results),
             transcoded_note(assoc),
             ending,
             time.monotonic() - started,
