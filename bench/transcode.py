@@ -130,7 +130,11 @@ def compare(name: str, servers: dict[str, httpx.Client], urls: dict[str, list[st
                 continue
             if n:
                 times[server].append(elapsed)
-    count = len(next(iter(urls.values())))
+    report(name, len(next(iter(urls.values()))), times)
+
+
+def report(name: str, count: int, times: dict[str, list[float]]) -> None:
+    """One line: each server's median rate for *count* instances a round, and node / Orthanc."""
     rates = {s: count / median(t) for s, t in times.items()}
     line = f"{name:28}"
     for s, rate in rates.items():
@@ -175,13 +179,7 @@ def compare_cget(targets: dict[str, tuple[int, str]], study: str, count: int, ro
             elapsed = getscu_seconds(port, ae, study, tmp / f"{server}-{n}", count)
             if n:
                 times[server].append(elapsed)
-    rates = {s: count / median(t) for s, t in times.items()}
-    line = f"{'C-GET getscu +xs, JPEG 2000':28}"
-    for s, rate in rates.items():
-        line += f"  {s} {rate:6.1f} inst/s {rate * IMAGE_BYTES / 1e6:6.1f} MB/s"
-    if "orthanc" in rates:
-        line += f"  ratio {rates['node'] / rates['orthanc']:.2f}x"
-    print(line, flush=True)
+    report("C-GET getscu +xs, JPEG 2000", count, times)
 
 
 def load_orthanc(orthanc: Orthanc, files: list[Path]) -> None:
