@@ -50,5 +50,5 @@ def open_context(settings: Settings) -> NodeContext:
     if not is_url(s.database):  # a PostgreSQL server watches its own disk
         places.append(Place("index", s.database.parent))
     space = SpaceGuard(places, s.min_free_bytes)
-    ingest = Ingest(store, duplicates=s.duplicates, space=space)
+    ingest = Ingest(store, duplicates=s.duplicates, space=space, transcode_to=s.transcode_to)
     return NodeContext(settings=settings, store=store, db=db, ingest=ingest, space=space)

@@ -109,7 +109,22 @@ FORWARDED = Counter(
     ["remote"],
     registry=None,
 )
-_EVENT_METRICS = (RECEIVED, RECEIVED_BYTES, STORE_FAILURES, REQUEST_DURATION, ASSOCIATIONS, FORWARDED)
+TRANSCODED = Counter(
+    "dicom_node_transcoded_total",
+    "Instances converted to another transfer syntax because a DICOM peer took none it is stored in"
+    " (C-GET, C-MOVE, forwarding, the /forward gateway, send jobs), by the syntax sent.",
+    ["transfer_syntax"],
+    registry=None,
+)
+_EVENT_METRICS = (
+    RECEIVED,
+    RECEIVED_BYTES,
+    STORE_FAILURES,
+    REQUEST_DURATION,
+    ASSOCIATIONS,
+    FORWARDED,
+    TRANSCODED,
+)
 
 _aes_lock = threading.Lock()
 _aes_seen: set[str] = set()
@@ -210,6 +225,11 @@ def association_closed(event: Any) -> None:
 def forwarded(remote: str, n: int = 1) -> None:
     """*n* instances were delivered to *remote* by store-and-forward."""
     FORWARDED.labels(remote).inc(n)
+
+
+def transcoded(transfer_syntax: str) -> None:
+    """One instance was converted to *transfer_syntax* to be sent to a DICOM peer."""
+    TRANSCODED.labels(transfer_syntax).inc()
 
 
 def active_associations() -> int:

@@ -13,7 +13,10 @@ from pynetdicom.sop_class import Verification
 
 from .. import metrics
 from ..context import NodeContext
+from ..index.db import database
+from ..index.figures import stored_syntaxes
 from ..statuses import SUCCESS
+from ..transcode.stored import StoredSyntaxes
 from ..uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from . import associations, qr, storage, wire
 
@@ -60,9 +63,27 @@ def handlers(ctx: NodeContext) -> list:
     ]
 
 
+def _load_stored_syntaxes() -> dict[str, frozenset[str]]:
+    try:
+        return stored_syntaxes()
+    finally:
+        database.close()  # the background thread's own connection
+
+
+def stored_syntaxes_hint(ctx: NodeContext) -> StoredSyntaxes:
+    """What the node stores each SOP class in, kept up to date by the ingest path (for C-GET negotiation)."""
+    hint = StoredSyntaxes(_load_stored_syntaxes)
+    ctx.ingest.add_index_hook(
+        lambda instance, _source: hint.add(instance.sop_class_uid, instance.transfer_syntax)
+    )
+    hint.refresh_in_background()
+    return hint
+
+
 def start(ctx: NodeContext):
     """Start listening (non-blocking); returns the pynetdicom server."""
     s = ctx.settings.dicom
+    hint = stored_syntaxes_hint(ctx)
     return wire.serve(
         build_ae(ctx),
         (s.host, s.port),
@@ -70,4 +91,5 @@ def start(ctx: NodeContext):
         receiver=storage.Receiver(ctx, echo=count_echo),
         temp_path=ctx.store.temp_path,
         retrieve_uids=qr.RETRIEVE_MODELS,
+        stored_syntaxes=hint.of,
     )

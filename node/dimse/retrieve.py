@@ -44,6 +44,7 @@ class Progress:
     warning: int = 0
     failed_uids: tuple[str, ...] = ()
     comment: str = ""
+    transcoded: int = 0  # of the sub-operations, how many were sent converted (for the log line)
 
     @property
     def pending(self) -> bool:
@@ -62,6 +63,7 @@ class _Tally:
     failed: int = 0
     warning: int = 0
     failed_uids: list[str] = field(default_factory=list)
+    transcoded: int = 0
 
     @property
     def remaining(self) -> int:
@@ -76,6 +78,7 @@ class _Tally:
             self.warning,
             tuple(self.failed_uids),
             comment,
+            self.transcoded,
         )
 
     def final(self) -> Progress:
@@ -114,6 +117,8 @@ def suboperations(event, assoc, items: Sequence[Outgoing], *, what: str) -> Iter
         if not assoc.is_established:
             break
         sent = store_one(assoc, item, originator_ae=originator, originator_id=message_id)
+        if sent.transcoded_to:
+            tally.transcoded += 1
         if sent.status == SUCCESS:
             tally.completed += 1
         elif sent.ok:
@@ -150,4 +155,6 @@ def summary(progress: Progress) -> str:
         f"0x{progress.status:04X}: {progress.completed} completed, {progress.failed} failed, "
         f"{progress.warning} warning"
     )
+    if progress.transcoded:
+        text += f", {progress.transcoded} transcoded"
     return f"{text} ({progress.comment})" if progress.comment else text

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from pynetdicom import AE, evt
 
-from . import fast_store, inbound, reactor, reader, retrieve_service
+from . import fast_store, inbound, negotiation, reactor, reader, retrieve_service
 
 BACKLOG = 128
 
@@ -86,9 +86,15 @@ def serve(
     receiver: inbound.Receiver,
     temp_path: Callable[[], Path],
     retrieve_uids: Iterable[str],
+    stored_syntaxes: negotiation.StoredOf | None = None,
 ):
-    """Start *ae* listening on *address* (non-blocking); returns pynetdicom's server."""
+    """Start *ae* listening on *address* (non-blocking); returns pynetdicom's server.
+
+    *stored_syntaxes(sop_class)*: the transfer syntaxes the node stores a SOP
+    class in (or None), for the storage contexts of C-GET requesters.
+    """
     retrieve_service.install(frozenset(str(uid) for uid in retrieve_uids))
+    negotiation.install(stored_syntaxes)
     handlers = [
         (evt.EVT_CONN_OPEN, _on_open, [receiver, temp_path]),
         (evt.EVT_CONN_CLOSE, _on_close),
