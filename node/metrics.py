@@ -109,7 +109,21 @@ FORWARDED = Counter(
     ["remote"],
     registry=None,
 )
-_EVENT_METRICS = (RECEIVED, RECEIVED_BYTES, STORE_FAILURES, REQUEST_DURATION, ASSOCIATIONS, FORWARDED)
+EVICTED = Counter(
+    "dicom_node_evicted_studies_total",
+    "Studies evicted from the bounded store ([storage].max_bytes, max_age_days), by reason (size, age).",
+    ["reason"],
+    registry=None,
+)
+_EVENT_METRICS = (
+    RECEIVED,
+    RECEIVED_BYTES,
+    STORE_FAILURES,
+    REQUEST_DURATION,
+    ASSOCIATIONS,
+    FORWARDED,
+    EVICTED,
+)
 
 _aes_lock = threading.Lock()
 _aes_seen: set[str] = set()
@@ -212,6 +226,11 @@ def forwarded(remote: str, n: int = 1) -> None:
     FORWARDED.labels(remote).inc(n)
 
 
+def evicted(reason: str) -> None:
+    """One study was evicted, for *reason* ("size" or "age")."""
+    EVICTED.labels(reason).inc()
+
+
 def active_associations() -> int:
     """Associations held with this process now (the gauge's value here)."""
     return int(ASSOCIATIONS._value.get())
@@ -221,6 +240,8 @@ def prepare(remote_names: list[str]) -> None:
     """Create the labelled series that should read 0 before anything happens."""
     for name in remote_names:
         FORWARDED.labels(name)
+    for reason in ("size", "age"):
+        EVICTED.labels(reason)
 
 
 # -- state: read when scraped -------------------------------------------------------------
