@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from bench.corpus import write_corpus
-from tests.harness import NODE_AE, QRSCP, RunningNode, StoreSCP, node_config, storescu, wait_until
+from tests.harness import NODE_AE, QRSCP, RunningNode, StoreSCP, dcmtk, node_config, storescu, wait_until
 
 PER_STUDY = 3
 
@@ -111,13 +111,28 @@ def wait_forwarded(node: RunningNode, studies: Studies, name: str) -> None:
 
 
 def wait_evicted(node: RunningNode, studies: Studies, name: str) -> None:
-    wait_until(f"study {name} evicted", lambda: held(node, studies, name) == 0, timeout=30)
+    """Rows go first, then the files (node/index/deletion.py): wait for both."""
+
+    def evicted() -> bool:
+        rows = of_study(node, studies, name, "COUNT(*)")
+        return rows == 0 and not list((node.storage / studies.uid[name]).rglob("*.dcm"))
+
+    wait_until(f"study {name} evicted", evicted, timeout=30)
 
 
 def read(node: RunningNode, studies: Studies, name: str) -> None:
     """A client retrieves the study (WADO-RS): that is a use for the LRU order."""
     r = httpx.get(f"{node.url}/dicom-web/studies/{studies.uid[name]}", timeout=30)
     assert r.status_code == 200 and r.content
+
+
+def get(node: RunningNode, studies: Studies, name: str, folder: Path) -> None:
+    """A client retrieves the study with C-GET (DCMTK getscu): a use too."""
+    dcmtk(
+        "getscu", "-aet", "ME", "-aec", NODE_AE, "-k", "0008,0052=STUDY",
+        "-k", f"StudyInstanceUID={studies.uid[name]}", "-od", str(folder), "127.0.0.1", str(node.dicom_port),
+    )  # fmt: skip
+    assert len(list(folder.iterdir())) == PER_STUDY
 
 
 def make_old(node: RunningNode, studies: Studies, name: str, days: int = 40) -> None:
@@ -174,14 +189,14 @@ def test_size_evicts_the_least_recently_used_study(setup):
     assert 'dicom_node_evicted_studies_total{reason="size"} 1.0' in metrics
 
 
-def test_a_study_not_forwarded_stays(setup):
+def test_a_study_not_forwarded_stays(setup, tmp_path):
     """The forward remote is down: B cannot reach it.  B is the least recently used, D goes instead."""
     node, studies, pacs = setup
     pacs.stop()
     send(node, studies, "B")  # A, D, E, B: over; A is the least recently used (read before D arrived)
     wait_evicted(node, studies, "A")
     read(node, studies, "D")
-    read(node, studies, "E")  # now B, never read, is the least recently used
+    get(node, studies, "E", tmp_path)  # now B, never read, is the least recently used
     send(node, studies, "F")  # B, D, E, F: over
     wait_evicted(node, studies, "D")
     assert held(node, studies, "B") == PER_STUDY and forwarded(node, studies, "B") == 0

@@ -47,6 +47,7 @@ INTERVAL_S = 60.0  # between passes when nothing wakes the evictor
 MIN_GAP_S = 1.0
 GAP_FACTOR = 20.0
 PAGE = 200  # studies judged per query
+WARN_EVERY_S = 600.0  # "over max_bytes, nothing evictable": once per this while it lasts
 SIZE = "size"
 AGE = "age"
 
@@ -127,6 +128,7 @@ class Evictor:
         # Bytes stored as of the last pass plus what arrived since (replacements counted twice:
         # an overestimate only brings the next pass forward).
         self._estimate = 0
+        self._warned_at = float("-inf")
 
     # -- the thread -----------------------------------------------------------------
 
@@ -215,7 +217,11 @@ class Evictor:
                     break
         done.bytes_after = used
         self._estimate = used
-        if limits.max_bytes and used > limits.max_bytes and not dry_run:
+        still_over = bool(limits.max_bytes) and used > limits.max_bytes
+        if still_over and not dry_run and time.monotonic() - self._warned_at >= WARN_EVERY_S:
+            # New data is still accepted (a cache that refuses would stop the modalities);
+            # [storage].min_free_bytes is what guards the disk.
+            self._warned_at = time.monotonic()
             log.warning(
                 "store holds %s, over max_bytes %s: %d stud(ies) due for eviction have no known copy "
                 "elsewhere (not yet forwarded to every forward remote) and stay",
@@ -228,11 +234,14 @@ class Evictor:
     def _evict(self, study: index.Used, rule: index.CopyRule, reason: str) -> Eviction | None:
         """Delete *study* if it may still go when the deletion's transaction starts; log one line."""
         checked: list[Eviction] = []
+        gone = False
 
         def still_evictable() -> bool:
             # Inside the deletion's write transaction: no instance can arrive or be re-armed
             # for forwarding between this check and the deletion of the rows.
+            nonlocal gone
             again = index.judge([study.id], rule).get(study.id)
+            gone = again is None  # deleted meanwhile (an operator, another process's pass)
             if again is None or not again.evictable:
                 return False
             index.record_evicted(study.id, again, rule, reason)
@@ -241,7 +250,8 @@ class Evictor:
 
         deleted = deletion.delete(self.ctx, [Target("study", study.study_uid)], within=still_evictable)
         if not deleted.instances or not checked:
-            log.info("study %s changed while it was being evicted: kept", study.study_uid)
+            if not gone:
+                log.info("study %s changed while it was being evicted: kept", study.study_uid)
             return None
         evicted = checked[0]
         log.info("evicted %s", evicted.describe())
