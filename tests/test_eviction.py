@@ -17,6 +17,12 @@ import httpx
 import pytest
 
 from bench.corpus import write_corpus
+from node.cache.eviction import Evictor, copy_rule
+from node.config import ConfigError, parse
+from node.context import open_context
+from node.index import eviction as eviction_index
+from node.index.models import Instance
+from node.ingest import Source
 from tests.harness import NODE_AE, QRSCP, RunningNode, StoreSCP, dcmtk, node_config, storescu, wait_until
 
 PER_STUDY = 3
@@ -244,3 +250,38 @@ def test_a_study_retrieved_from_a_remote_is_evictable(setup):
     assert held(node, studies, "B") == PER_STUDY
     assert_figures(node, studies, ["B", "F"], evicted=5)
     assert_check_clean(node)  # after five evictions, files and rows agree, no debris
+
+
+def test_an_instance_arriving_meanwhile_keeps_its_study(tmp_path):
+    """Judged evictable, then an instance with no copy elsewhere arrives before the deletion: it stays.
+
+    In process, on an index of its own: the check inside the deletion's
+    transaction is what keeps the newcomer (and its study) from going.
+    """
+    upstream = {"name": "upstream", "ae_title": "UPSTREAM", "host": "127.0.0.1", "port": 1}
+    config = node_config(tmp_path, storage={"fsync": False, "max_bytes": 1}, remotes=[upstream])
+    config["remotes"][0]["accession_prefixes"] = ["UP"]
+    ctx = open_context(parse(config, tmp_path))
+    try:
+        paths = write_corpus(tmp_path / "in", studies=1, series=1, instances=3)
+        for path in paths[:2]:
+            assert ctx.ingest.ingest_file(path, Source("retrieve", remote="upstream"), take=False).ok
+        evictor = Evictor(ctx)
+        dry = evictor.run_once(dry_run=True)
+        assert [(e.instances, e.reason, e.remotes) for e in dry.evicted] == [(2, "size", ("upstream",))]
+        (study,) = eviction_index.least_recent(1)
+        assert ctx.ingest.ingest_file(paths[2], Source("dimse", calling_aet="MODALITY"), take=False).ok
+        assert evictor._evict(study, copy_rule(ctx.settings), "size") is None
+        assert Instance.select().count() == 3
+        done = evictor.run_once()
+        assert done.evicted == [] and done.kept == 1 and Instance.select().count() == 3
+    finally:
+        ctx.db.close()
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("max_bytes", -1), ("max_bytes", "10GB"), ("max_age_days", -2), ("max_age_days", True)]
+)
+def test_a_bad_limit_names_its_key(tmp_path, key, value):
+    with pytest.raises(ConfigError, match=rf"^\[storage\]\.{key}: expected"):
+        parse({"storage": {key: value}}, tmp_path)
