@@ -46,7 +46,7 @@ INTERVAL_S = 60.0  # between passes when nothing wakes the evictor
 # down) costs at most ~5% of a core on a large index.
 MIN_GAP_S = 1.0
 GAP_FACTOR = 20.0
-PAGE = 200  # studies judged per query
+PAGE = 500  # studies judged per query (ids per IN list: below every database's parameter limit)
 WARN_EVERY_S = 600.0  # "over max_bytes, nothing evictable": once per this while it lasts
 SIZE = "size"
 AGE = "age"
@@ -202,8 +202,8 @@ class Evictor:
                     finished = True  # the rest were used later, and the store is within its limit
                     break
                 found = judged.get(study.id)
-                if found is None or not found.evictable:
-                    done.kept += found is not None
+                if found is None:  # an instance has no known copy elsewhere
+                    done.kept += 1
                     continue
                 reason = AGE if old else SIZE
                 if dry_run:
@@ -241,8 +241,8 @@ class Evictor:
             # for forwarding between this check and the deletion of the rows.
             nonlocal gone
             again = index.judge([study.id], rule).get(study.id)
-            gone = again is None  # deleted meanwhile (an operator, another process's pass)
-            if again is None or not again.evictable:
+            if again is None:
+                gone = not index.exists(study.id)  # deleted meanwhile (an operator, another pass)
                 return False
             index.record_evicted(study.id, again, rule, reason)
             checked.append(_eviction(study, again, rule, reason))
