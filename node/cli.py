@@ -1,6 +1,6 @@
 """The command line: ``dicom-node`` and its subcommands.
 
-serve, migrate, import, check, forward, ls, delete, echo, init, send, viewer.
+serve, migrate, import, check, forward, ls, delete, evict, echo, init, send, viewer.
 """
 
 from __future__ import annotations
@@ -96,6 +96,13 @@ def _cmd_delete(settings: Settings, args: argparse.Namespace) -> int:
     return run_delete(open_context(settings), args.uids, yes=args.yes)
 
 
+def _cmd_evict(settings: Settings, args: argparse.Namespace) -> int:
+    from .cache.eviction import run_evict
+    from .context import open_context
+
+    return run_evict(open_context(settings), dry_run=args.dry_run)
+
+
 def _cmd_echo(settings: Settings, args: argparse.Namespace) -> int:
     from .remotes.echo import echo
 
@@ -148,6 +155,8 @@ def _cmd_send(settings: Settings, args: argparse.Namespace) -> int:
     # The sending path as `serve` runs it (the stored bytes streamed, the wire layer's hooks).
     wire.install(fast_path=settings.dicom.fast_path)
     return send_command(open_context(settings), args.remote, args.uids, wait=not args.no_wait)
+
+
 def _cmd_viewer(settings: Settings, args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -219,6 +228,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("delete", _cmd_delete, "delete studies, series or instances by UID (files, rows, archives)")
     p.add_argument("uids", nargs="+", metavar="UID", help="a Study, Series or SOP Instance UID")
     p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+
+    p = command(
+        "evict",
+        _cmd_evict,
+        "run one eviction pass now ([storage].max_bytes, max_age_days): studies with a copy elsewhere",
+    )
+    p.add_argument("--dry-run", action="store_true", help="only list the studies that would be evicted")
 
     p = command("echo", _cmd_echo, "C-ECHO configured remotes by name (all of them when none is named)")
     p.add_argument("remotes", nargs="*", metavar="REMOTE", help="a remote's name in the config")

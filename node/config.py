@@ -71,6 +71,9 @@ class StorageSettings:
     duplicates: str = "reject"
     # Below this much free space (storage or index) new data is refused and /health is degraded.
     min_free_bytes: int = 1024**3
+    # A bounded store (node/cache/eviction.py): evict studies with a copy elsewhere; 0 = unbounded.
+    max_bytes: int = 0
+    max_age_days: float = 0.0  # 0 = keep forever
     database_connections: int = 50  # PostgreSQL: the most connections the node opens
 
 
@@ -227,6 +230,12 @@ def _positive_number(key: str, value: Any) -> float:
     return float(value)
 
 
+def _non_negative_number(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise _fail(key, "a number, 0 or more", value)
+    return float(value)
+
+
 def _ae(key: str, value: Any) -> str:
     if not isinstance(value, str) or not valid_ae_title(value):
         raise _fail(key, "an AE title (1-16 characters, no backslash or control characters)", value)
@@ -309,6 +318,8 @@ _SECTIONS: dict[str, tuple[type, dict[str, Check]]] = {
             "transcode_to": _transcode_target,
             "duplicates": _choice("reject", "replace"),
             "min_free_bytes": _int_range(0, 2**62),
+            "max_bytes": _int_range(0, 2**62),
+            "max_age_days": _non_negative_number,
         },
     ),
     "export": (

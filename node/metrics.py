@@ -116,6 +116,12 @@ TRANSCODED = Counter(
     ["transfer_syntax"],
     registry=None,
 )
+EVICTED = Counter(
+    "dicom_node_evicted_studies_total",
+    "Studies evicted from the bounded store ([storage].max_bytes, max_age_days), by reason (size, age).",
+    ["reason"],
+    registry=None,
+)
 _EVENT_METRICS = (
     RECEIVED,
     RECEIVED_BYTES,
@@ -124,6 +130,7 @@ _EVENT_METRICS = (
     ASSOCIATIONS,
     FORWARDED,
     TRANSCODED,
+    EVICTED,
 )
 
 _aes_lock = threading.Lock()
@@ -232,6 +239,11 @@ def transcoded(transfer_syntax: str) -> None:
     TRANSCODED.labels(transfer_syntax).inc()
 
 
+def evicted(reason: str) -> None:
+    """One study was evicted, for *reason* ("size" or "age")."""
+    EVICTED.labels(reason).inc()
+
+
 def active_associations() -> int:
     """Associations held with this process now (the gauge's value here)."""
     return int(ASSOCIATIONS._value.get())
@@ -241,6 +253,8 @@ def prepare(remote_names: list[str]) -> None:
     """Create the labelled series that should read 0 before anything happens."""
     for name in remote_names:
         FORWARDED.labels(name)
+    for reason in ("size", "age"):
+        EVICTED.labels(reason)
 
 
 # -- state: read when scraped -------------------------------------------------------------

@@ -21,6 +21,8 @@ import time
 import uvicorn
 
 from . import deletion, metrics
+from .cache.access import AccessTracker
+from .cache.eviction import Evictor
 from .config import ConfigError, Settings
 from .context import NodeContext, open_context
 from .dimse import ae as dimse_ae
@@ -187,6 +189,12 @@ def serve(settings: Settings) -> int:
     exports.install()
     runner.register(SEND, SendJobs(ctx), concurrency=settings.jobs.send_workers, max_attempts=SEND_ATTEMPTS)
     runner.start()
+    # The bounded store: reads are recorded for its least-recently-used order; a pass runs
+    # now and then, and soon after an ingest takes the store over [storage].max_bytes.
+    ctx.store.read_listener = AccessTracker()
+    evictor = Evictor(ctx)
+    ctx.ingest.add_listener(evictor.on_ingest)
+    evictor.start()
     closed = threading.Event()
 
     app = create_app(ctx)
@@ -233,6 +241,7 @@ def serve(settings: Settings) -> int:
     stop_listening()
     _drain(dimse_server, ASSOCIATION_GRACE_S)
     runner.stop(JOBS_GRACE_S)
+    evictor.stop()
     ctx.db.close()
     if not server.started:
         log.error("HTTP server could not start on %s:%d", h.host, h.port)

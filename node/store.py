@@ -16,7 +16,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -51,6 +51,8 @@ class InstanceStore:
         self.fsync = fsync
         self.tmp.mkdir(parents=True, exist_ok=True)
         self._lock_fd: int | None = None
+        # Told of the instances a client retrieves (last-access tracking, node/cache/access.py).
+        self.read_listener: Callable[[Iterable[str]], None] | None = None
 
     # -- names ---------------------------------------------------------------
 
@@ -227,6 +229,15 @@ class InstanceStore:
 
     # -- reading -------------------------------------------------------------
 
+    def note_reads(self, relatives: Iterable[str]) -> None:
+        """Say that a client is retrieving the instances at *relatives* (WADO-RS, C-MOVE, C-GET, ZIP).
+
+        Called once per request by the doors' lookups, not per file opened:
+        a viewer reading frames one by one must not cost a write each.
+        """
+        if self.read_listener is not None:
+            self.read_listener(relatives)
+
     def open(self, relative: str) -> BinaryIO:
         """Open an instance file for reading (Part-10 bytes as received)."""
         return self.absolute(relative).open("rb")
@@ -240,6 +251,11 @@ class InstanceStore:
                 if name.endswith(SUFFIX):
                     path = Path(dirpath) / name
                     yield path.relative_to(self.root).as_posix(), path.stat().st_size
+
+
+def study_of(relative: str) -> str:
+    """The Study Instance UID a store-relative path is filed under (its first part)."""
+    return relative.partition("/")[0]
 
 
 def _fsync_file(path: Path) -> None:

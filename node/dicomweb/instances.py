@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..index.models import Instance, Series, Study
+from ..store import InstanceStore
 
 
 class NotFound(LookupError):
@@ -71,6 +72,15 @@ def find_instances(
     ]
     if not found:
         raise NotFound(_missing(study_uid, series_uid, sop_uid))
+    return found
+
+
+def find_retrieved(
+    store: InstanceStore, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
+) -> list[StoredInstance]:
+    """:func:`find_instances` for a client retrieving them: noted as read (the bounded store's LRU order)."""
+    found = find_instances(study_uid, series_uid, sop_uid)
+    store.note_reads(i.path for i in found)
     return found
 
 

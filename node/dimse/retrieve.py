@@ -146,7 +146,9 @@ def requested_instances(event, store) -> list[Outgoing]:
     except Exception as exc:  # pydicom raises many types on a broken identifier
         raise QueryError(f"the identifier cannot be decoded: {exc}") from None
     query, _ = to_query(identifier, root_of(event.request.AffectedSOPClassUID), infer_level=True)
-    return [outgoing(store, ref) for ref in matching_instances(query)]
+    refs = matching_instances(query)
+    store.note_reads(ref.path for ref in refs)  # the bounded store's least-recently-used order
+    return [outgoing(store, ref) for ref in refs]
 
 
 def summary(progress: Progress) -> str:

@@ -22,7 +22,7 @@ from starlette.routing import Route
 from .. import zipstream
 from ..dicomweb import accept
 from ..dicomweb.frames import FrameError, open_frames, parse_frame_list
-from ..dicomweb.instances import NotFound, StoredInstance, find_instances
+from ..dicomweb.instances import NotFound, StoredInstance, find_retrieved
 from ..dicomweb.metadata import BadTagPath, bulk_value, instance_metadata
 from ..dicomweb.multipart_writer import (
     FilePart,
@@ -68,7 +68,8 @@ def instance_url(base: str, inst: StoredInstance) -> str:
 
 async def _lookup(request: Request) -> list[StoredInstance]:
     p = request.path_params
-    return await run_in_threadpool(find_instances, p["study"], p.get("series"), p.get("instance"))
+    store: InstanceStore = request.app.state.ctx.store
+    return await run_in_threadpool(find_retrieved, store, p["study"], p.get("series"), p.get("instance"))
 
 
 def conversion_error(exc: TranscodeError) -> JSONResponse:
