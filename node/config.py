@@ -102,6 +102,8 @@ class Remote:
     accession_prefixes: tuple[str, ...] = ()
     retrieve: str = "move"
     forward: bool = False
+    # Queried and retrieved from when something asked of this node is not held here.
+    read_through: bool = False
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,10 @@ class Settings:
         if not allowed:
             return ()
         return tuple(dict.fromkeys([*allowed, *(r.ae_title for r in self.remotes)]))
+
+    def read_through_remotes(self) -> tuple[Remote, ...]:
+        """The remotes with ``read_through = true``, in config order."""
+        return tuple(r for r in self.remotes if r.read_through)
 
     def remote_for_accession(self, accession: str) -> Remote | None:
         """The remote whose longest matching accession prefix starts *accession*."""
@@ -323,6 +329,7 @@ _REMOTE_KEYS: dict[str, Check] = {
     "accession_prefixes": _prefix_list,
     "retrieve": _choice("move", "get"),
     "forward": _bool,
+    "read_through": _bool,
 }
 _REMOTE_REQUIRED = ("name", "ae_title", "host", "port")
 _PATH_KEYS = {("storage", "path"), ("storage", "database"), ("export", "path"), ("http", "viewer_path")}
