@@ -19,6 +19,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+import requests
+from dicomweb_client.api import DICOMwebClient
 from pydicom import dcmread
 
 from bench.corpus import write_corpus
@@ -211,6 +213,10 @@ def test_partial_retrieval_is_a_failure_with_counts(env):
     # WADO: the instances that came go out, then the body is cut: the client sees an error.
     with pytest.raises(httpx.RemoteProtocolError):
         wado(env, f"studies/{uid}")
+    # dicomweb-client (requests) too, on a second try (the failed retrieval is attempted again).
+    client = DICOMwebClient(url=env["node"].url + "/dicom-web")
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        client.retrieve_study(uid)
     (job,) = retrieve_jobs(env, uid)
     assert job["state"] == "failed" and job["failure"] == "partial"
     assert "retrieved 2 of 3 instances" in job["message"], job["message"]
