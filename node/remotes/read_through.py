@@ -43,7 +43,7 @@ from ..config import Remote
 from ..context import NodeContext
 from ..dicomweb.instances import NotFound, StoredInstance, find_instances, instances_by_id
 from ..index import jobs
-from ..index.jobs import ACTIVE_STATES, DONE, FAILED, PARTIAL, REMOTE, Job
+from ..index.jobs import ACTIVE_STATES, DONE, FAILED, PARTIAL, QUEUED, REMOTE, Job
 from ..ingest import Ingested
 from ..jobs.kinds import Failed, Interrupted, Progress
 from ..jobs.runner import JobRunner
@@ -171,7 +171,9 @@ class ReadThrough:
         watcher = self._watch(study_uid)
         try:
             job = jobs.find(KIND, study_uid)
-            if job is None or job.state not in ACTIVE_STATES:
+            # Finished since the caller looked, and the level is held: serve what it retrieved.
+            finished = job is not None and job.state == DONE and _held(study_uid, series_uid, sop_uid)
+            if not finished and (job is None or job.state not in ACTIVE_STATES):
                 located = locate(settings.read_through_remotes(), settings.dicom.ae_title, study_uid)
                 if located is None:
                     names = ", ".join(r.name for r in settings.read_through_remotes())
@@ -228,17 +230,6 @@ class ReadThrough:
         started = time.monotonic()
         cancel = retrieve.Cancel()
         progress.on_cancel(cancel.cancel)
-        # What the study should hold, asked beside the transfer (it must not delay the first instance).
-        listing: dict[str, dict[str, str]] = {}  # "uids": SOP Instance UID -> Series Instance UID
-
-        def list_study() -> None:
-            try:
-                listing["uids"] = retrieve.list_instances(remote, own_ae, study_uid)
-            except retrieve.RetrieveError as exc:
-                log.warning("study %s: could not list its instances on %s: %s", study_uid, name, exc)
-
-        lister = threading.Thread(target=list_study, name=f"retrieve-list-{job.id}", daemon=True)
-        lister.start()
         try:
             result = retrieve.transfer(
                 remote,
@@ -254,17 +245,24 @@ class ReadThrough:
             raise Failed(REMOTE, str(exc)) from None
         if progress.cancelled:
             raise Interrupted
-        lister.join(LOCATE_TIMEOUT_S)
-        listed = listing.get("uids", {})
         held = {i.sop_uid for i in _held(study_uid)}
-        expected = max(len(listed), result.announced, job.total or 0)
-        missing = [[sop, series] for sop, series in sorted(listed.items()) if sop not in held]
+        announced = max(result.announced, job.total or 0)
+        listed: dict[str, str] | None = None
+        if result.failed or len(held) < announced or job.total is None:
+            # Short, or no count to check against: ask what the study holds there, to name what is missing.
+            # (Not asked on the happy path: an IMAGE-level C-FIND beside the transfer slowed it.)
+            try:
+                listed = retrieve.list_instances(remote, own_ae, study_uid)
+            except retrieve.RetrieveError as exc:
+                log.warning("study %s: could not list its instances on %s: %s", study_uid, name, exc)
+        expected = max(len(listed or {}), announced)
+        missing = [[sop, series] for sop, series in sorted((listed or {}).items()) if sop not in held]
         failed = max(len(missing), result.failed, expected - len(held))
         progress.update(
             done=len(held),
             total=expected,
             failed=failed,
-            payload={"missing": missing[:MAX_MISSING], "listed": "uids" in listing},
+            payload={"missing": missing[:MAX_MISSING], "listed": listed is not None},
         )
         if failed or not held:
             raise Failed(PARTIAL, f"{result.shortfall(len(held), expected)} of study {study_uid} from {name}")
@@ -350,6 +348,9 @@ class Arrivals:
             job = jobs.get(self.job_id)
             if job is None or job.state not in ACTIVE_STATES:
                 break
+            if self.owner.runner.stopping and job.state == QUEUED:
+                # Given back to the queue by this node's shutdown: it resumes at the next start.
+                raise Unavailable(f"retrieval of study {study_uid} interrupted: the node is stopping")
             if now - last_news > IDLE_LIMIT_S:
                 raise Unavailable(
                     f"retrieval of study {study_uid} (job {self.job_id}): nothing arrived for "
