@@ -22,6 +22,14 @@ import pytest
 import requests
 from dicomweb_client.api import DICOMwebClient
 from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import (
+    CTImageStorage,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelMove,
+)
 
 from bench.corpus import write_corpus
 from tests.harness import (
@@ -31,12 +39,60 @@ from tests.harness import (
     RunningNode,
     StoreSCP,
     dcmtk,
+    free_port,
     node_config,
     orthanc_available,
     split_multipart,
     storescu,
     wait_until,
 )
+
+
+class GatedPACS:
+    """A pynetdicom Q/R SCP holding one study: its C-MOVE sends the first instance, then waits for *gate*.
+
+    It proves that the node serves the first instance before the last has
+    come in: the test reads the first part while the rest is held back.
+    """
+
+    ae_title = "GATED"
+
+    def __init__(self, files: list[Path], node_port: int) -> None:
+        self.port = free_port()
+        self.gate = threading.Event()
+        self.datasets = [dcmread(f) for f in files]
+        self.study_uid = str(self.datasets[0].StudyInstanceUID)
+        self.node_port = node_port
+        ae = AE(ae_title=self.ae_title)
+        ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
+        ae.add_supported_context(StudyRootQueryRetrieveInformationModelMove)
+        ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+        self.server = ae.start_server(
+            ("127.0.0.1", self.port),
+            block=False,
+            evt_handlers=[(evt.EVT_C_FIND, self._find), (evt.EVT_C_MOVE, self._move)],
+        )
+
+    def _find(self, event):
+        if str(event.identifier.get("StudyInstanceUID", "")) != self.study_uid:
+            return
+        answer = Dataset()
+        answer.QueryRetrieveLevel = "STUDY"
+        answer.StudyInstanceUID = self.study_uid
+        answer.NumberOfStudyRelatedInstances = len(self.datasets)
+        yield 0xFF00, answer
+
+    def _move(self, event):
+        yield "127.0.0.1", self.node_port
+        yield len(self.datasets)
+        for n, ds in enumerate(self.datasets):
+            if n == 1:
+                self.gate.wait(30)
+            yield 0xFF00, ds
+
+    def remote(self) -> dict:
+        return {"name": "gated", "ae_title": self.ae_title, "host": "127.0.0.1", "port": self.port}
+
 
 pytestmark = pytest.mark.skipif(not orthanc_available(), reason="Orthanc is not installed")
 
@@ -79,9 +135,14 @@ def env(tmp_path_factory):
     lost = str(dcmread(lost_file, stop_before_pixels=True).SOPInstanceUID)
     lost_file.unlink()
     studies["partial"] = {str(dcmread(f).SOPInstanceUID): f for f in files}
+    gated_files = write_corpus(
+        root / "src" / "gated", studies=1, series=1, instances=3, accession_prefix="GATE"
+    )
+    gated = GatedPACS(gated_files, node_port)
     config["remotes"] = [
         orthanc.remote(read_through=True),
         qrscp.remote(read_through=True),
+        {**gated.remote(), "read_through": True},
         storescp.remote(),
     ]
     node = RunningNode(root / "node", config).start()
@@ -90,6 +151,7 @@ def env(tmp_path_factory):
         "orthanc": orthanc,
         "qrscp": qrscp,
         "storescp": storescp,
+        "gated": gated,
         "studies": studies,
         "lost": lost,
         "root": root,
@@ -97,6 +159,8 @@ def env(tmp_path_factory):
     node.stop()
     for peer in (orthanc, qrscp, storescp):
         peer.stop()
+    gated.gate.set()
+    gated.server.shutdown()
 
 
 def study_uid(env, name: str) -> str:
@@ -134,6 +198,37 @@ def test_wado_study_miss_serves_every_instance_as_upstream_holds_it(env):
     job = retrieve_jobs(env, uid)[0]
     assert job["progress"]["done"] == 6 and job["progress"]["total"] == 6
     assert job["details"]["remote"] == "orthanc"
+
+
+def first_part_whole(body: bytes) -> bool:
+    """Whether a multipart body so far holds its first part whole (by the part's Content-Length)."""
+    head, sep, rest = body.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    length = next(
+        int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
+    )
+    return len(rest) >= length
+
+
+def test_the_first_instance_goes_out_before_the_last_has_come_in(env):
+    gated: GatedPACS = env["gated"]
+    url = f"{env['node'].url}/dicom-web/studies/{gated.study_uid}"
+    with httpx.stream("GET", url, timeout=60) as r:
+        assert r.status_code == 200
+        boundary = ("\r\n--" + r.headers["content-type"].split("boundary=")[1]).encode()
+        got = b""
+        chunks = r.iter_raw()
+        while not first_part_whole(got):
+            got += next(chunks)
+        # The upstream holds the rest back until now: the node is still retrieving.
+        (job,) = retrieve_jobs(env, gated.study_uid)
+        assert job["state"] == "running" and job["progress"]["total"] == 3
+        gated.gate.set()
+        for chunk in chunks:
+            got += chunk
+    parts = got.split(boundary[2:])[1:-1]
+    assert len(parts) == 3
 
 
 def test_wado_metadata_and_frames_miss(env):
