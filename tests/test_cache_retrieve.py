@@ -123,44 +123,55 @@ def env(tmp_path_factory):
     orthanc = Orthanc(root / "orthanc", modalities={"node": (NODE_AE, node_port)}).start()
     qrscp = QRSCP(root / "qrscp", peers=((NODE_AE, node_port),)).start()
     storescp = StoreSCP(root / "storescp").start()
-    studies: dict[str, dict[str, Path]] = {}
-    for name in STUDIES:
-        files = write_corpus(root / "src" / name, studies=1, series=2, instances=3, accession_prefix=name[:6])
-        studies[name] = {str(dcmread(f).SOPInstanceUID): f for f in files}
-        storescu(orthanc.ae_title, orthanc.dicom_port, root / "src" / name)
-    # A study dcmqrscp holds but one of whose files it has lost: it cannot send that instance.
-    files = write_corpus(root / "src" / "partial", studies=1, series=1, instances=3, accession_prefix="PART")
-    qrscp.load(root / "src" / "partial")
-    lost_file = next(p for p in (qrscp.root / "db").rglob("*") if p.is_file() and p.name != "index.dat")
-    lost = str(dcmread(lost_file, stop_before_pixels=True).SOPInstanceUID)
-    lost_file.unlink()
-    studies["partial"] = {str(dcmread(f).SOPInstanceUID): f for f in files}
-    gated_files = write_corpus(
-        root / "src" / "gated", studies=1, series=1, instances=3, accession_prefix="GATE"
-    )
-    gated = GatedPACS(gated_files, node_port)
-    config["remotes"] = [
-        orthanc.remote(read_through=True),
-        qrscp.remote(read_through=True),
-        {**gated.remote(), "read_through": True},
-        storescp.remote(),
-    ]
-    node = RunningNode(root / "node", config).start()
-    yield {
-        "node": node,
-        "orthanc": orthanc,
-        "qrscp": qrscp,
-        "storescp": storescp,
-        "gated": gated,
-        "studies": studies,
-        "lost": lost,
-        "root": root,
-    }
-    node.stop()
-    for peer in (orthanc, qrscp, storescp):
-        peer.stop()
-    gated.gate.set()
-    gated.server.shutdown()
+    node = None
+    gated = None
+    try:
+        studies: dict[str, dict[str, Path]] = {}
+        for name in STUDIES:
+            files = write_corpus(
+                root / "src" / name, studies=1, series=2, instances=3, accession_prefix=name[:6]
+            )
+            studies[name] = {str(dcmread(f).SOPInstanceUID): f for f in files}
+            storescu(orthanc.ae_title, orthanc.dicom_port, root / "src" / name)
+        # A study dcmqrscp holds but one of whose files it has lost: it cannot send that instance.
+        files = write_corpus(
+            root / "src" / "partial", studies=1, series=1, instances=3, accession_prefix="PART"
+        )
+        qrscp.load(root / "src" / "partial")
+        lost_file = next(p for p in (qrscp.root / "db").rglob("*") if p.is_file() and p.name != "index.dat")
+        lost = str(dcmread(lost_file, stop_before_pixels=True).SOPInstanceUID)
+        lost_file.unlink()
+        studies["partial"] = {str(dcmread(f).SOPInstanceUID): f for f in files}
+        gated_files = write_corpus(
+            root / "src" / "gated", studies=1, series=1, instances=3, accession_prefix="GATE"
+        )
+        gated = GatedPACS(gated_files, node_port)
+        config["remotes"] = [
+            orthanc.remote(read_through=True),
+            qrscp.remote(read_through=True),
+            {**gated.remote(), "read_through": True},
+            storescp.remote(),
+        ]
+        node = RunningNode(root / "node", config).start()
+        yield {
+            "node": node,
+            "orthanc": orthanc,
+            "qrscp": qrscp,
+            "storescp": storescp,
+            "gated": gated,
+            "studies": studies,
+            "lost": lost,
+            "root": root,
+        }
+    finally:
+        # Started peers are stopped even when the node (or a later peer) did not start.
+        if node is not None:
+            node.stop()
+        for peer in (orthanc, qrscp, storescp):
+            peer.stop()
+        if gated is not None:
+            gated.gate.set()
+            gated.server.shutdown()
 
 
 def study_uid(env, name: str) -> str:
