@@ -31,6 +31,7 @@ from .export.service import ExportService
 from .jobs.runner import JobRunner
 from .reload import reload_settings
 from .remotes.forwarder import Forwarder
+from .remotes.read_through import ReadThrough
 from .remotes.send_job import KIND as SEND
 from .remotes.send_job import MAX_ATTEMPTS as SEND_ATTEMPTS
 from .remotes.send_job import SendJobs
@@ -187,6 +188,8 @@ def serve(settings: Settings) -> int:
     forwarder.install()
     exports = ExportService(ctx, runner)
     exports.install()
+    ctx.read_through = ReadThrough(ctx, runner)
+    ctx.read_through.install()
     runner.register(SEND, SendJobs(ctx), concurrency=settings.jobs.send_workers, max_attempts=SEND_ATTEMPTS)
     runner.start()
     # The bounded store: reads are recorded for its least-recently-used order; a pass runs
