@@ -94,6 +94,16 @@ class JobSettings:
 
 
 @dataclass(frozen=True)
+class ServerSettings:
+    # Processes serving DIMSE and HTTP on the same ports (node/workers/); 0: one per core.
+    workers: int = 0
+
+    def worker_count(self) -> int:
+        """How many worker processes ``serve`` runs: ``workers``, or the number of cores for 0."""
+        return self.workers or os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
 class Remote:
     name: str
     ae_title: str
@@ -111,6 +121,7 @@ class Settings:
     storage: StorageSettings = field(default_factory=StorageSettings)
     export: ExportSettings = field(default_factory=ExportSettings)
     jobs: JobSettings = field(default_factory=JobSettings)
+    server: ServerSettings = field(default_factory=ServerSettings)
     remotes: tuple[Remote, ...] = ()
     source: Path | None = None
 
@@ -313,6 +324,7 @@ _SECTIONS: dict[str, tuple[type, dict[str, Check]]] = {
             "send_workers": _int_range(1, 64),
         },
     ),
+    "server": (ServerSettings, {"workers": _int_range(0, 256)}),
 }
 
 _REMOTE_KEYS: dict[str, Check] = {

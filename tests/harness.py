@@ -108,6 +108,8 @@ def node_config(root: Path, **sections: dict[str, Any]) -> dict[str, Any]:
             "min_free_bytes": 1 << 20,
         },
         "export": {"path": str(root / "storage/zip"), "compression": 3},
+        # One process unless a test asks for workers (tests/test_workers.py): faster to start.
+        "server": {"workers": 1},
     }
     for name, values in sections.items():
         if name == "remotes":
