@@ -80,8 +80,7 @@ def node(tmp_path_factory, pacs):
         dicom={"max_associations": MAX_ASSOCIATIONS},
         remotes=[pacs.remote("pacs", forward=True)],
     )
-    n = RunningNode(root, config).start()
-    wait_until("both workers serving", lambda: n.log().count("of 2 serving") == 2)
+    n = RunningNode(root, config).start(timeout=60)  # returns once both workers serve
     yield n
     if n.proc is not None and n.proc.poll() is None:
         n.stop()
