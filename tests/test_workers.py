@@ -152,12 +152,21 @@ def test_a_killed_worker_is_restarted_and_the_node_keeps_answering(node):
         echo(node)
 
 
-def test_sighup_reaches_every_worker(node):
+def test_sighup_reaches_every_worker_and_a_restarted_one(node, pacs):
+    node.config["remotes"] = [pacs.remote("pacs", forward=True), pacs.remote("extra", ae_title="EXTRA")]
+    node.write_config()
     node.proc.send_signal(signal.SIGHUP)
     wait_until(
         "both workers reloading",
-        lambda: len(re.findall(r"node\.server\[w\d\]: config reloaded", node.log())) == 2,
+        lambda: len(re.findall(r"node\.server\[w\d\]: config reloaded .*'extra' added", node.log())) == 2,
     )
+    # A worker started after the reload runs the reloaded remotes too.
+    victim = worker_pids(node)[1]
+    subprocess.run(["kill", "-KILL", str(victim)], check=True)
+    wait_until("the new worker serving", lambda: node.log().count("of 2 serving") == 4, timeout=60)
+    for _ in range(6):
+        names = [r["name"] for r in httpx.get(f"{node.url}/remotes", timeout=10).json()["remotes"]]
+        assert names == ["pacs", "extra"]
 
 
 def test_sigterm_answers_the_c_stores_in_flight_and_exits_0(node, tmp_path):

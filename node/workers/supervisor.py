@@ -43,8 +43,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import Settings
+from ..config import ConfigError, Settings
 from ..metrics import MULTIPROC_ENV
+from ..reload import reload_settings
 from .spec import WorkerSpec
 
 log = logging.getLogger("node.workers")
@@ -175,6 +176,11 @@ class Supervisor:
     def _forward_hup(self, *_args) -> None:
         log.info("SIGHUP: asking %d workers to reload the config", self.count)
         self._signal_all(signal.SIGHUP)
+        # A worker started later (a restart) must get what the others now run.
+        try:
+            self.settings = reload_settings(self.settings).settings
+        except ConfigError:
+            pass  # every worker logs why and keeps its config; so does the supervisor
 
     def _signal_all(self, sig: int) -> None:
         for worker in self.workers:
