@@ -61,9 +61,7 @@ PostgreSQL.  The suite runs on both (``make test``), which checks them.
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -314,49 +312,11 @@ class _ThreadPooledPostgres(PooledPostgresqlDatabase):
 
 # Writers of this process queue here rather than on SQLite's busy handler,
 # which sleeps and polls: under concurrent ingest the database lock sat idle
-# between holders for a good part of the time.  Re-entrant: a write
+# between holders for a good part of the time.  Other processes (a CLI import
+# beside the server) still meet the busy timeout.  Re-entrant: a write
 # transaction may nest another (peewee turns it into a savepoint).
 # PostgreSQL's lock manager wakes a waiter at once, so it does without.
 _write_lock = threading.RLock()
-# Writers of other processes on the same file (the worker processes of one
-# node, a CLI import beside the server) queue on an flock of a file beside the
-# database, taken by the thread holding _write_lock: the kernel wakes the
-# next waiter when it is released, where SQLite's busy handler would sleep
-# 1, 2, 5, 10 ... ms between tries.  SQLite's own lock and busy timeout stay
-# underneath for any writer that does not take it.
-WRITER_LOCK_SUFFIX = "-writer"
-_writer_files: dict[str, int] = {}
-_writer_files_lock = threading.Lock()
-
-
-def _writer_file(db: peewee.SqliteDatabase) -> int | None:
-    """The open lock file of *db*'s writers (None for an in-memory database or an unwritable folder)."""
-    name = db.database
-    if not name or name == ":memory:" or name.startswith("file:"):
-        return None
-    with _writer_files_lock:
-        fd = _writer_files.get(name)
-        if fd is None:
-            try:
-                fd = os.open(name + WRITER_LOCK_SUFFIX, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            except OSError:
-                return None  # a full or read-only disk: SQLite's own busy handling still serialises
-            _writer_files[name] = fd
-        return fd
-
-
-@contextmanager
-def _sqlite_writer(db: peewee.SqliteDatabase) -> Iterator[None]:
-    """One writer at a time across threads (an RLock) and processes (an flock), outermost only."""
-    with _write_lock:
-        fd = _writer_file(db) if db.transaction_depth() == 0 else None
-        if fd is not None:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            if fd is not None:
-                fcntl.flock(fd, fcntl.LOCK_UN)
 
 
 def execute(sql: str, params: list[object] | tuple[object, ...] = ()):
@@ -378,7 +338,7 @@ def write_transaction() -> Iterator[None]:
     """A short write transaction: one writer at a time, on SQLite and PostgreSQL alike."""
     db = database.obj
     if isinstance(db, peewee.SqliteDatabase):
-        with _sqlite_writer(db):
+        with _write_lock:
             try:
                 with db.atomic("IMMEDIATE"):
                     yield
