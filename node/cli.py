@@ -17,10 +17,11 @@ from .index.migrate import SchemaTooNew
 log = logging.getLogger("node")
 
 
-def _setup_logging(level: str) -> None:
+def setup_logging(level: str, *, tag: str = "") -> None:
+    """Log to stderr at *level*; *tag* (a worker process's ``w2``) follows each logger's name."""
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=f"%(asctime)s %(levelname)s %(name)s{'[' + tag + ']' if tag else ''}: %(message)s",
         stream=sys.stderr,
     )
     # pynetdicom narrates every PDU at INFO; our own association line says what matters.
@@ -28,9 +29,9 @@ def _setup_logging(level: str) -> None:
 
 
 def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
-    from .server import serve
+    from .workers.supervisor import run
 
-    return serve(settings)
+    return run(settings, log_level=args.log_level)
 
 
 def _cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
@@ -269,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``dicom-node`` console script."""
     args = build_parser().parse_args(argv)
-    _setup_logging(args.log_level)
+    setup_logging(args.log_level)
     try:
         if not args.needs_config:
             return args.func(args)

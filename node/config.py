@@ -106,6 +106,16 @@ class CacheSettings:
 
 
 @dataclass(frozen=True)
+class ServerSettings:
+    # Processes serving DIMSE and HTTP on the same ports (node/workers/); 0: one per core.
+    workers: int = 0
+
+    def worker_count(self) -> int:
+        """How many worker processes ``serve`` runs: ``workers``, or the number of cores for 0."""
+        return self.workers or os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
 class Remote:
     name: str
     ae_title: str
@@ -126,6 +136,7 @@ class Settings:
     export: ExportSettings = field(default_factory=ExportSettings)
     jobs: JobSettings = field(default_factory=JobSettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
+    server: ServerSettings = field(default_factory=ServerSettings)
     remotes: tuple[Remote, ...] = ()
     source: Path | None = None
 
@@ -347,6 +358,7 @@ _SECTIONS: dict[str, tuple[type, dict[str, Check]]] = {
             "query_timeout": _positive_number,
         },
     ),
+    "server": (ServerSettings, {"workers": _int_range(0, 256)}),
 }
 
 _REMOTE_KEYS: dict[str, Check] = {

@@ -16,9 +16,10 @@ Several worker processes (issue 16): set ``PROMETHEUS_MULTIPROC_DIR`` to an
 empty folder in the environment *before* the workers start (prometheus-client
 picks its storage when it is imported); every worker then writes its event
 metrics to memory-mapped files there, and :func:`exposition` in any worker
-adds them up.  The supervisor should call
-``prometheus_client.multiprocess.mark_process_dead(pid)`` for a worker that
-exits, so that its live gauges (``dicom_node_associations_active``) drop out.
+adds them up.  The supervisor (node/workers/supervisor.py) creates that
+folder and calls ``prometheus_client.multiprocess.mark_process_dead(pid)``
+for a worker that exits, so that its live gauges
+(``dicom_node_associations_active``) drop out.
 
 This module is core: it knows neither pynetdicom nor Starlette; callers hand
 it plain values (an ingest Outcome and Source, an association object).
@@ -245,8 +246,13 @@ def evicted(reason: str) -> None:
 
 
 def active_associations() -> int:
-    """Associations held with this process now (the gauge's value here)."""
-    return int(ASSOCIATIONS._value.get())
+    """Associations held with the node now: this process's, or every worker's in multi-process mode."""
+    shared = multiproc_dir()
+    if not shared:
+        return int(ASSOCIATIONS._value.get())
+    registry = CollectorRegistry(auto_describe=False)
+    _multiprocess.MultiProcessCollector(registry, path=shared)
+    return int(registry.get_sample_value("dicom_node_associations_active") or 0)
 
 
 def prepare(remote_names: list[str]) -> None:

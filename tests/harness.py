@@ -108,6 +108,8 @@ def node_config(root: Path, **sections: dict[str, Any]) -> dict[str, Any]:
             "min_free_bytes": 1 << 20,
         },
         "export": {"path": str(root / "storage/zip"), "compression": 3},
+        # One process unless a test asks for workers (tests/test_workers.py): faster to start.
+        "server": {"workers": 1},
     }
     for name, values in sections.items():
         if name == "remotes":
@@ -345,6 +347,8 @@ class RunningNode:
         return Path(self.config["storage"]["path"])
 
     def start(self, timeout: float = 30.0) -> RunningNode:
+        """Start the node; return once it answers (with workers: once every worker serves)."""
+        log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         argv = ["serve", "--config", str(self.config_path)]
         self.proc = node_command(argv, self.repo, self.log_path, tree=self.repo)
         deadline = time.monotonic() + timeout
@@ -354,11 +358,26 @@ class RunningNode:
             try:
                 if httpx.get(f"{self.url}/health", timeout=1, headers=self.auth_headers()).status_code == 200:
                     wait_port(self.dicom_port, timeout=max(1.0, deadline - time.monotonic()))
+                    self._wait_workers(log_start, deadline)
                     return self
             except httpx.HTTPError:
                 pass
             time.sleep(0.05)
         raise TimeoutError(f"node did not start in {timeout}s:\n{self.log()}")
+
+    def _wait_workers(self, log_start: int, deadline: float) -> None:
+        """With ``[server].workers`` above 1: wait for every worker's "serving" line, not just the first."""
+        workers = self.config.get("server", {}).get("workers", 0) or os.cpu_count() or 1
+        if workers <= 1:
+            return
+        line = f"of {workers} serving".encode()
+        while time.monotonic() < deadline:
+            with self.log_path.open("rb") as fh:
+                fh.seek(log_start)
+                if fh.read().count(line) >= workers:
+                    return
+            time.sleep(0.05)
+        raise TimeoutError(f"not every worker of the node started:\n{self.log()}")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
         """Signal the node and wait for it; returns its exit code (a node that hangs fails the test)."""

@@ -18,7 +18,8 @@ from ..index.figures import stored_syntaxes
 from ..statuses import SUCCESS
 from ..transcode.stored import StoredSyntaxes
 from ..uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
-from . import associations, qr, storage, wire
+from ..workers.slots import AssociationSlots
+from . import association_limit, associations, qr, storage, wire
 
 
 def build_ae(ctx: NodeContext) -> AE:
@@ -80,16 +81,25 @@ def stored_syntaxes_hint(ctx: NodeContext) -> StoredSyntaxes:
     return hint
 
 
-def start(ctx: NodeContext):
-    """Start listening (non-blocking); returns the pynetdicom server."""
+def start(ctx: NodeContext, *, sock=None, slots: AssociationSlots | None = None):
+    """Start listening (non-blocking); returns the pynetdicom server.
+
+    A worker process passes the listening *sock* the supervisor bound and the
+    node-wide association *slots* (``max_associations`` counted over every worker).
+    """
     s = ctx.settings.dicom
     hint = stored_syntaxes_hint(ctx)
+    ae = build_ae(ctx)
+    evt_handlers = handlers(ctx)
+    if slots is not None:
+        evt_handlers += association_limit.limit(ae, slots)
     return wire.serve(
-        build_ae(ctx),
+        ae,
         (s.host, s.port),
-        handlers(ctx),
+        evt_handlers,
         receiver=storage.Receiver(ctx, echo=count_echo),
         temp_path=ctx.store.temp_path,
         retrieve_uids=qr.RETRIEVE_MODELS,
         stored_syntaxes=hint.of,
+        sock=sock,
     )

@@ -31,7 +31,7 @@ import datetime as dt
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from pynetdicom import Association
@@ -434,6 +434,8 @@ class Forwarder:
         self.remotes = {r.name: r for r in ctx.settings.remotes if r.forward}
         self._workers: dict[str, ForwardWorker] = {}
         self._lock = threading.Lock()
+        # Set in a worker process (node/workers/): wakes the remote's worker in another process.
+        self.elsewhere: Callable[[str], None] | None = None
 
     def install(self) -> None:
         """Queue every stored instance for the forwarding remotes; register and queue their jobs."""
@@ -473,11 +475,17 @@ class Forwarder:
                 jobs.cancel(job.id, f"remote {job.key!r} no longer has forward = true")
 
     def wake(self, remote: str) -> None:
-        """Rows were queued for *remote*: its worker looks now, if it runs in this process."""
+        """Rows were queued for *remote*: wake its worker, here or (``elsewhere``) in another process."""
+        if not self.wake_here(remote) and self.elsewhere is not None:
+            self.elsewhere(remote)
+
+    def wake_here(self, remote: str) -> bool:
+        """Wake *remote*'s worker if it runs in this process; False if it does not."""
         with self._lock:
             worker = self._workers.get(remote)
         if worker is not None:
             worker.wake()
+        return worker is not None
 
     def status(self, remote: str) -> WorkerStatus | None:
         """The state of *remote*'s worker: this process's, else what its holder published."""
