@@ -5,6 +5,14 @@ UID, so no input ever chooses a path.  A file is written under
 ``{root}/.tmp``, fsynced and renamed into place, and its folder fsynced, so a
 crash leaves the whole instance or nothing.  This module is the one way to
 read an instance back.
+
+The two fsyncs may run in the background (:meth:`InstanceStore.start_sync`,
+``place(..., defer_folder=True)``), so that the ingest path parses the
+header while the file's bytes go to disk, and writes its index rows while
+the folder entry does; the order stays the same (file durable before it is
+renamed, folder durable before the index commits, see :mod:`node.ingest`).
+ext4 joins fsyncs issued together into one journal commit, so fsyncs of
+several associations in flight at once also cost about one.
 """
 
 from __future__ import annotations
@@ -14,9 +22,11 @@ import fcntl
 import os
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -26,6 +36,8 @@ from .uids import valid_uid
 TMP_DIR = ".tmp"
 SUFFIX = ".dcm"
 LOCK_FILE = ".in-use"
+# Threads that run background fsyncs: a few, as one is in flight per association at a time.
+SYNC_THREADS = 8
 
 
 class UnsafePath(ValueError):
@@ -40,6 +52,13 @@ class Placement:
     final: Path
     backup: Path | None  # the file it replaced, kept until settled
     size: int
+    # The folder's fsync when deferred (``place(..., defer_folder=True)``): see :meth:`durable`.
+    folder_sync: Future | None = None
+
+    def durable(self) -> None:
+        """Wait until the file's folder entry is on disk (raises what the fsync raised)."""
+        if self.folder_sync is not None:
+            self.folder_sync.result()
 
 
 class InstanceStore:
@@ -51,6 +70,8 @@ class InstanceStore:
         self.fsync = fsync
         self.tmp.mkdir(parents=True, exist_ok=True)
         self._lock_fd: int | None = None
+        self._syncer: ThreadPoolExecutor | None = None
+        self._syncer_lock = threading.Lock()
 
     # -- names ---------------------------------------------------------------
 
@@ -79,13 +100,44 @@ class InstanceStore:
         """A fresh name in the store's temp folder (same file system as the store)."""
         return self.tmp / f"{uuid.uuid4().hex}.part"
 
-    def place(self, temp: Path, relative: str, *, take: bool = True) -> Placement:
+    def _background(self) -> ThreadPoolExecutor:
+        with self._syncer_lock:
+            if self._syncer is None:
+                self._syncer = ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="fsync")
+            return self._syncer
+
+    def start_sync(self, temp: Path) -> Future | None:
+        """Begin making *temp*'s bytes durable in the background; pass the result to :meth:`place`.
+
+        None when the store does not fsync.  A failure of the fsync is raised
+        by :meth:`place`; a handle never passed on (the file was refused) is
+        simply dropped.
+        """
+        if not self.fsync:
+            return None
+        return self._background().submit(_fsync_file, temp)
+
+    def place(
+        self,
+        temp: Path,
+        relative: str,
+        *,
+        take: bool = True,
+        synced: Future | None = None,
+        defer_folder: bool = False,
+    ) -> Placement:
         """Make *temp* durable and move (or copy, if not *take*) it to *relative*.
 
         A file already at *relative* is replaced atomically, but kept (hard
         linked under the temp folder) until :meth:`settle`: :meth:`undo` puts
         it back, so a replacement whose indexing fails loses nothing.  On
         error nothing is left behind (and *temp* is gone if it was taken).
+
+        *synced* is :meth:`start_sync` of *temp* (taken only): the rename
+        waits for it instead of fsyncing again.  With *defer_folder* the
+        folder's fsync runs in the background and the caller must call
+        :meth:`Placement.durable` before it counts the file as stored (the
+        ingest path does so inside its index transaction, before the commit).
         """
         final = self.absolute(relative)
         if not take:
@@ -101,7 +153,10 @@ class InstanceStore:
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
             if self.fsync:
-                _fsync_file(temp)
+                if synced is not None and take:
+                    synced.result()
+                else:
+                    _fsync_file(temp)
             if final.exists():
                 backup = self.tmp / f"{uuid.uuid4().hex}.old"
                 os.link(final, backup)
@@ -122,8 +177,12 @@ class InstanceStore:
                     raise
                 os.unlink(temp)
             moved = True
+            folder_sync = None
             if self.fsync:
-                _fsync_dir(final.parent)
+                if defer_folder:
+                    folder_sync = self._background().submit(_fsync_dir, final.parent)
+                else:
+                    _fsync_dir(final.parent)
             size = final.stat().st_size
         except BaseException:
             _unlink_quietly(temp)
@@ -132,10 +191,12 @@ class InstanceStore:
             elif moved:
                 _unlink_quietly(final)
             raise
-        return Placement(relative, final, backup, size)
+        return Placement(relative, final, backup, size, folder_sync)
 
     def undo(self, placement: Placement) -> None:
         """Take back a :meth:`place`: the replaced file returns, or the new one goes."""
+        if placement.folder_sync is not None:
+            placement.folder_sync.exception()  # let it finish first; its failure changes nothing here
         if placement.backup is not None:
             os.replace(placement.backup, placement.final)
             if self.fsync:
