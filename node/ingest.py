@@ -446,6 +446,9 @@ class Ingest:
         self.index_hooks: list[IndexHook] = []
         self.listeners: list[Listener] = []
         self._stripes = [threading.Lock() for _ in range(_STRIPES)]
+        # Instances between their file's placement and their commit (see _file).
+        self._filing = 0
+        self._filing_lock = threading.Lock()
         # (time.monotonic(), reason) of the last instance refused because a disk or the index was full.
         self.last_full: tuple[float, str] | None = None
 
@@ -549,13 +552,23 @@ class Ingest:
             "calling_aet": source.calling_aet,
             "source": source.label,
         }
+        with self._filing_lock:
+            self._filing += 1
+            alone = self._filing == 1
         try:
+            if not alone:
+                # Others are filing too: wait for the folder here rather than while
+                # holding the index's write lock, which they queue for.
+                placement.durable()
             filed = file_instance(header.entry, file, replace=self.replace, inside=inside, now=now)
         except Exception as exc:
             self._undo(placement)
             if isinstance(exc, Conflict):
                 return self._conflict(header, exc, source)
             return self._fault(header, exc, None)
+        finally:
+            with self._filing_lock:
+                self._filing -= 1
         self.store.settle(placement)
         if filed.old_path and filed.old_path != relative:
             self.store.remove(filed.old_path)  # "replace" moved it: the old file goes
