@@ -6,10 +6,9 @@ of a store (``ServerContext::Store``):
 1. filters: the file is one whole data set (:mod:`node.integrity`), its
    header parses and carries valid UIDs, and there is room for it
    (:mod:`node.space`); a refusal changes nothing;
-2. the file is written: fsynced and renamed into place, a file it replaces
-   kept aside (:meth:`node.store.InstanceStore.place`); its fsync starts
-   in the background when the door hands the file over and runs while 1.
-   reads it, and its folder's fsync runs while 3. writes the rows;
+2. the file is written: renamed into place, a file it replaces kept aside
+   (:meth:`node.store.InstanceStore.place`); its fsync and its folder's
+   run in the background while 3. writes the rows;
 3. it is indexed in one transaction, with the *index hooks* (e.g. the
    forwarding outbox row, which must commit with the instance); an instance
    filed under another series, study or patient is refused unless
@@ -20,8 +19,8 @@ of a store (``ServerContext::Store``):
    time it took; they are told of failures too.
 
 Success is returned only after the file is fsynced in place and the index
-row committed, in that order: the commit waits for the folder's fsync, so
-after a crash every committed row names a file on disk.  The
+row committed, in that order: the commit waits for the fsyncs, so after a
+crash every committed row names a file on disk.  The
 :class:`Outcome` carries what a DICOM status and a DICOMweb FailureReason
 are both derived from.
 
@@ -39,7 +38,6 @@ import struct
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -487,9 +485,6 @@ class Ingest:
         return outcome
 
     def _ingest(self, path: Path, source: Source, take: bool) -> Outcome:
-        # The file's fsync runs while its header is read and checked (a refused
-        # file is deleted whatever became of it): one fsync less to wait for.
-        synced = self.store.start_sync(path) if take else None
         try:
             header = self._read(path)
             relative = self.store.relative_path(header.study_uid, header.series_uid, header.sop_uid)
@@ -504,7 +499,7 @@ class Ingest:
             log.log(level, "refused %s from %s: %s", path.name, source.label, exc)
             return Outcome(Status.FAILED, reason=str(exc), failure_code=code)
         with self._stripes[hash(header.sop_uid) % _STRIPES]:
-            return self._file(header, relative, path, source, take, synced)
+            return self._file(header, relative, path, source, take)
 
     @staticmethod
     def _read(path: Path) -> Header:
@@ -517,9 +512,7 @@ class Ingest:
             meta = check_whole(f, HEADER_TAGS)
             return extract(header_from(meta), {_TRANSFER_SYNTAX: meta.transfer_syntax})
 
-    def _file(
-        self, header: Header, relative: str, path: Path, source: Source, take: bool, synced: Future | None
-    ) -> Outcome:
+    def _file(self, header: Header, relative: str, path: Path, source: Source, take: bool) -> Outcome:
         if not self.replace and self.store.exists(relative):
             # The file would replace one held under the same path: judge first, so a
             # refused data set never touches it, not even for the span of a transaction.
@@ -532,7 +525,7 @@ class Ingest:
                     path.unlink(missing_ok=True)
                 return self._conflict(header, clash, source)
         try:
-            placement = self.store.place(path, relative, take=take, synced=synced, defer_folder=True)
+            placement = self.store.place(path, relative, take=take, defer=True)
         except Exception as exc:
             return self._fault(header, exc, None)
         hooks = self.index_hooks
@@ -540,8 +533,8 @@ class Ingest:
         def inside(instance: Instance) -> None:
             for hook in hooks:
                 hook(instance, source)
-            # The folder's fsync ran while the rows were written; the commit waits
-            # for it, so a committed row always names a file that is on disk.
+            # The fsyncs ran while the rows were written; the commit waits for
+            # them, so a committed row always names a file that is on disk.
             placement.durable()
 
         now = utcnow()
@@ -557,7 +550,7 @@ class Ingest:
             alone = self._filing == 1
         try:
             if not alone:
-                # Others are filing too: wait for the folder here rather than while
+                # Others are filing too: wait for the fsyncs here rather than while
                 # holding the index's write lock, which they queue for.
                 placement.durable()
             filed = file_instance(header.entry, file, replace=self.replace, inside=inside, now=now)

@@ -3,16 +3,15 @@
 Files are ``{root}/{study}/{series}/{sop}.dcm`` with every part a validated
 UID, so no input ever chooses a path.  A file is written under
 ``{root}/.tmp``, fsynced and renamed into place, and its folder fsynced, so a
-crash leaves the whole instance or nothing.  This module is the one way to
+crash leaves the whole instance or nothing indexed.  This module is the one way to
 read an instance back.
 
-The two fsyncs may run in the background (:meth:`InstanceStore.start_sync`,
-``place(..., defer_folder=True)``), so that the ingest path parses the
-header while the file's bytes go to disk, and writes its index rows while
-the folder entry does; the order stays the same (file durable before it is
-renamed, folder durable before the index commits, see :mod:`node.ingest`).
-ext4 joins fsyncs issued together into one journal commit, so fsyncs of
-several associations in flight at once also cost about one.
+The ingest path has the two fsyncs run in the background
+(``place(..., defer=True)``) while it writes the index rows, and waits for
+both before the index commits (see :mod:`node.ingest`): a committed row
+always names a file on disk.  Issued together they cost about one journal
+commit on ext4 (it joins concurrent fsyncs), as do those of several
+associations in flight at once.
 """
 
 from __future__ import annotations
@@ -52,13 +51,13 @@ class Placement:
     final: Path
     backup: Path | None  # the file it replaced, kept until settled
     size: int
-    # The folder's fsync when deferred (``place(..., defer_folder=True)``): see :meth:`durable`.
-    folder_sync: Future | None = None
+    # The fsyncs still running (``place(..., defer=True)``): see :meth:`durable`.
+    pending: tuple[Future, ...] = ()
 
     def durable(self) -> None:
-        """Wait until the file's folder entry is on disk (raises what the fsync raised)."""
-        if self.folder_sync is not None:
-            self.folder_sync.result()
+        """Wait until the file and its folder entry are on disk (raises what an fsync raised)."""
+        for future in self.pending:
+            future.result()
 
 
 class InstanceStore:
@@ -106,26 +105,7 @@ class InstanceStore:
                 self._syncer = ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="fsync")
             return self._syncer
 
-    def start_sync(self, temp: Path) -> Future | None:
-        """Begin making *temp*'s bytes durable in the background; pass the result to :meth:`place`.
-
-        None when the store does not fsync.  A failure of the fsync is raised
-        by :meth:`place`; a handle never passed on (the file was refused) is
-        simply dropped.
-        """
-        if not self.fsync:
-            return None
-        return self._background().submit(_fsync_file, temp)
-
-    def place(
-        self,
-        temp: Path,
-        relative: str,
-        *,
-        take: bool = True,
-        synced: Future | None = None,
-        defer_folder: bool = False,
-    ) -> Placement:
+    def place(self, temp: Path, relative: str, *, take: bool = True, defer: bool = False) -> Placement:
         """Make *temp* durable and move (or copy, if not *take*) it to *relative*.
 
         A file already at *relative* is replaced atomically, but kept (hard
@@ -133,11 +113,15 @@ class InstanceStore:
         it back, so a replacement whose indexing fails loses nothing.  On
         error nothing is left behind (and *temp* is gone if it was taken).
 
-        *synced* is :meth:`start_sync` of *temp* (taken only): the rename
-        waits for it instead of fsyncing again.  With *defer_folder* the
-        folder's fsync runs in the background and the caller must call
-        :meth:`Placement.durable` before it counts the file as stored (the
-        ingest path does so inside its index transaction, before the commit).
+        With *defer* the fsyncs run in the background and the caller must
+        call :meth:`Placement.durable` before it counts the file as stored
+        (the ingest path does so inside its index transaction, before the
+        commit).  A new file is then renamed first and its fsync and its
+        folder's are issued together, so that one journal commit covers both
+        (ext4 joins them); until the commit a crash may leave it incomplete
+        at its place, but no row names it (``dicom-node check`` lists it as
+        a file without row).  A file that replaces one is still fsynced
+        before the rename: the row naming the old one may be committed.
         """
         final = self.absolute(relative)
         if not take:
@@ -150,14 +134,14 @@ class InstanceStore:
             temp = copy
         backup: Path | None = None
         moved = False
+        pending: list[Future] = []
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
-            if self.fsync:
-                if synced is not None and take:
-                    synced.result()
-                else:
-                    _fsync_file(temp)
-            if final.exists():
+            replacing = final.exists()
+            early = self.fsync and defer and not replacing
+            if self.fsync and not early:
+                _fsync_file(temp)
+            if replacing:
                 backup = self.tmp / f"{uuid.uuid4().hex}.old"
                 os.link(final, backup)
             try:
@@ -177,26 +161,29 @@ class InstanceStore:
                     raise
                 os.unlink(temp)
             moved = True
-            folder_sync = None
-            if self.fsync:
-                if defer_folder:
-                    folder_sync = self._background().submit(_fsync_dir, final.parent)
-                else:
-                    _fsync_dir(final.parent)
+            if self.fsync and defer:
+                background = self._background()
+                if early:
+                    pending.append(background.submit(_fsync_file, final))
+                pending.append(background.submit(_fsync_dir, final.parent))
+            elif self.fsync:
+                _fsync_dir(final.parent)
             size = final.stat().st_size
         except BaseException:
+            for future in pending:
+                future.exception()  # finished before the file goes
             _unlink_quietly(temp)
             if backup is not None:
                 os.replace(backup, final)
             elif moved:
                 _unlink_quietly(final)
             raise
-        return Placement(relative, final, backup, size, folder_sync)
+        return Placement(relative, final, backup, size, tuple(pending))
 
     def undo(self, placement: Placement) -> None:
         """Take back a :meth:`place`: the replaced file returns, or the new one goes."""
-        if placement.folder_sync is not None:
-            placement.folder_sync.exception()  # let it finish first; its failure changes nothing here
+        for future in placement.pending:
+            future.exception()  # let it finish first; its failure changes nothing here
         if placement.backup is not None:
             os.replace(placement.backup, placement.final)
             if self.fsync:

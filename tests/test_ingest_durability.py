@@ -1,8 +1,8 @@
 """Durable before acknowledged: what a sender was told is stored survives a SIGKILL.
 
-The ingest path fsyncs the file while it reads the header and the folder
-while it writes the rows, and waits for both before the index commits
-(node/store.py, node/ingest.py).  Killed in the middle of several
+The ingest path fsyncs the file and its folder while it writes the rows,
+and waits for both before the index commits (node/store.py,
+node/ingest.py).  Killed in the middle of several
 associations' traffic, the node must come back holding every instance it
 acknowledged, whole and byte for byte as sent, and no row without its file.
 A failed fsync of either kind is a refused instance with nothing left
