@@ -49,6 +49,9 @@ from tests.harness import (
     time_calls,
 )
 
+# A node may take this long to start on a machine shared with other test runs.
+START_TIMEOUT_S = 120.0
+
 
 def warm(paths: list[Path]) -> None:
     """Read the corpus so the page cache, not the disk, feeds the sender."""
@@ -140,7 +143,8 @@ def main(argv: list[str] | None = None) -> None:
         def node(fast_path: bool = True) -> Start:
             def start():
                 root = tmp / f"node{next(counter)}"
-                n = RunningNode(root, node_config(root, dicom={"fast_path": fast_path})).start()
+                config = node_config(root, dicom={"fast_path": fast_path})
+                n = RunningNode(root, config).start(START_TIMEOUT_S)
                 return n, NODE_AE, n.dicom_port
 
             return start
@@ -149,13 +153,14 @@ def main(argv: list[str] | None = None) -> None:
             root = tmp / f"base{next(counter)}"
             config = node_config(root)
             config["storage"].pop("min_free_bytes", None)  # a key older revisions do not know
-            n = RunningNode(root, config, repo=a.baseline.resolve()).start()
+            n = RunningNode(root, config, repo=a.baseline.resolve()).start(START_TIMEOUT_S)
             return n, NODE_AE, n.dicom_port
 
         def node_pg():
             assert pg is not None
             root = tmp / f"node{next(counter)}"
-            n = RunningNode(root, node_config(root, storage={"database": pg.create_database()})).start()
+            config = node_config(root, storage={"database": pg.create_database()})
+            n = RunningNode(root, config).start(START_TIMEOUT_S)
             return n, NODE_AE, n.dicom_port
 
         def storescp():
