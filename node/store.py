@@ -8,10 +8,10 @@ read an instance back.
 
 The ingest path has the two fsyncs run in the background
 (``place(..., defer=True)``) while it writes the index rows, and waits for
-both before the index commits (see :mod:`node.ingest`): a committed row
-always names a file on disk.  Issued together they cost about one journal
-commit on ext4 (it joins concurrent fsyncs), as do those of several
-associations in flight at once.
+them before the index commits (see :mod:`node.ingest`): a committed row
+always names a file on disk.  After the rename they cost about one journal
+commit on ext4, and ext4 joins those of several associations in flight at
+once.
 """
 
 from __future__ import annotations
@@ -116,11 +116,11 @@ class InstanceStore:
         With *defer* the fsyncs run in the background and the caller must
         call :meth:`Placement.durable` before it counts the file as stored
         (the ingest path does so inside its index transaction, before the
-        commit).  A new file is then renamed first and its fsync and its
-        folder's are issued together, so that one journal commit covers both
-        (ext4 joins them); until the commit a crash may leave it incomplete
-        at its place, but no row names it (``dicom-node check`` lists it as
-        a file without row).  A file that replaces one is still fsynced
+        commit).  A new file is then renamed first and fsynced with its
+        folder after, so that one journal commit covers both (on ext4 the
+        file's fsync commits the rename too); until the commit a crash may
+        leave it incomplete at its place, but no row names it (``dicom-node
+        check`` lists it as a file without row).  A file that replaces one is still fsynced
         before the rename: the row naming the old one may be committed.
         """
         final = self.absolute(relative)
@@ -162,10 +162,10 @@ class InstanceStore:
                 os.unlink(temp)
             moved = True
             if self.fsync and defer:
-                background = self._background()
-                if early:
-                    pending.append(background.submit(_fsync_file, final))
-                pending.append(background.submit(_fsync_dir, final.parent))
+                # One task: after the rename, the file's fsync commits the journal
+                # with its folder entry in it, so the folder's costs little more.
+                task = _fsync_new if early else _fsync_dir
+                pending.append(self._background().submit(task, final if early else final.parent))
             elif self.fsync:
                 _fsync_dir(final.parent)
             size = final.stat().st_size
@@ -296,6 +296,12 @@ def _fsync_file(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _fsync_new(path: Path) -> None:
+    """fsync a file just renamed into place, then its folder."""
+    _fsync_file(path)
+    _fsync_dir(path.parent)
 
 
 def _fsync_dir(path: Path) -> None:
