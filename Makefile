@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 # code paths must pass them too.  The C-STORE SCP, C-FIND, C-MOVE / C-GET (and
 # their sending path) and the hostile cases.
 DIMSE_TESTS := tests/test_storage_scp.py tests/test_cfind.py tests/test_retrieve.py \
-	tests/test_wire_hostile.py tests/test_wire_disk_full.py
+	tests/test_wire_hostile.py tests/test_wire_disk_full.py tests/test_transcode_doors.py
 
 .PHONY: serve test test-sqlite test-postgresql test-nofast install install-test system-deps lint viewer
 

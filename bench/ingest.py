@@ -1,7 +1,7 @@
 """C-STORE ingest benchmark: the node (fast path on and off) beside DCMTK storescp and Orthanc, same run.
 
     python -m bench.ingest [--ct 300] [--tiny 1000] [--rounds 3] [--baseline DIR] [--postgres] [--echo 40]
-                           [--no-orthanc]
+                           [--no-orthanc] [--workers 1,2,4] [--two-nodes]
 
 For each corpus (CT 512x512x16 bit, tiny 32x32) and each mode (one
 association; 4 parallel associations) DCMTK ``storescu`` sends the corpus to:
@@ -24,6 +24,12 @@ and after in the same run.
 ``--postgres`` adds the node on a PostgreSQL index (``node-pg``: a private
 server started for the run, fsync on, a fresh database each round, as
 durable as the SQLite index's synchronous=FULL) and the ratio node-pg/node.
+``--workers 1,2,4`` runs the node with each of those ``[server].workers``
+(``node-w1``, ``node-w2``, ...) in place of ``node`` and ``node-nofast``,
+and the ratios of each to Orthanc and to ``node-w1``.  ``--two-nodes`` (with
+``--postgres``) adds two nodes on one PostgreSQL database and one storage
+folder (``pair-pg``, the associations shared between their ports) beside
+one node on PostgreSQL, and the ratio pair-pg/node-pg.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ from tests.harness import (
     node_config,
     nodelay_env,
     time_calls,
+    twin_config,
 )
 
 # A node may take this long to start on a machine shared with other test runs.
@@ -63,11 +70,27 @@ def split(paths: list[Path], n: int) -> list[list[Path]]:
     return [paths[i::n] for i in range(n)]
 
 
-def storescu(aec: str, port: int, groups: list[list[Path]], *, nodelay: bool = True) -> float:
-    """Send each group over its own association, all at once; return the wall time."""
+def storescu(
+    aec: str, port: int | tuple[int, ...], groups: list[list[Path]], *, nodelay: bool = True
+) -> float:
+    """Send each group over its own association, all at once; return the wall time.
+
+    With several *port*s (nodes sharing one archive) the groups go to them in turn.
+    """
+    ports = port if isinstance(port, tuple) else (port,)
     procs = [
-        ["storescu", "-aet", "BENCH", "-aec", aec, "-nh", "127.0.0.1", str(port), *map(str, group)]
-        for group in groups
+        [
+            "storescu",
+            "-aet",
+            "BENCH",
+            "-aec",
+            aec,
+            "-nh",
+            "127.0.0.1",
+            str(ports[i % len(ports)]),
+            *map(str, group),
+        ]
+        for i, group in enumerate(groups)
     ]
     env = nodelay_env() if nodelay else None
     t0 = time.perf_counter()
@@ -80,6 +103,17 @@ def storescu(aec: str, port: int, groups: list[list[Path]], *, nodelay: bool = T
 
 
 Start = Callable[[], tuple[object, str, int]]
+
+
+class Pair:
+    """Two nodes on one index and one storage folder, stopped together."""
+
+    def __init__(self, a: RunningNode, b: RunningNode) -> None:
+        self.a, self.b = a, b
+
+    def stop(self) -> None:
+        self.a.stop()
+        self.b.stop()
 
 
 def run_targets(starts: dict[str, Start], paths, groups, rounds, **kw) -> dict[str, float]:
@@ -126,6 +160,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--baseline", type=Path, help="source tree of another revision of the node to compare")
     ap.add_argument("--no-nagle-line", action="store_true", help="skip the run with Nagle left on")
     ap.add_argument("--postgres", action="store_true", help="also the node on a PostgreSQL index")
+    ap.add_argument("--workers", help="comma-separated [server].workers to run the node with, e.g. 1,2,4")
+    ap.add_argument("--two-nodes", action="store_true", help="with --postgres: two nodes on one database")
     ap.add_argument(
         "--only", help="comma-separated targets to run (node, node-nofast, node-pg, storescp, orthanc)"
     )
@@ -134,20 +170,32 @@ def main(argv: list[str] | None = None) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     pg = PostgresServer(durable=True).start() if a.postgres else None  # its own temp folder
     try:
+        sizes = {"CT": ("ct", a.ct), "tiny": ("tiny", a.tiny)}
         corpora = {
-            "CT": write_corpus(tmp / "ct", studies=1, series=1, instances=a.ct, size="ct"),
-            "tiny": write_corpus(tmp / "tiny", studies=1, series=1, instances=a.tiny, size="tiny"),
+            label: write_corpus(tmp / size, studies=1, series=1, instances=count, size=size)
+            for label, (size, count) in sizes.items()
+            if count  # --ct 0 or --tiny 0 leaves that corpus out
         }
         counter = iter(range(10_000))
 
-        def node(fast_path: bool = True) -> Start:
+        def node(fast_path: bool = True, workers: int = 1) -> Start:
             def start():
                 root = tmp / f"node{next(counter)}"
-                config = node_config(root, dicom={"fast_path": fast_path})
-                n = RunningNode(root, config).start(START_TIMEOUT_S)
+                config = node_config(root, dicom={"fast_path": fast_path}, server={"workers": workers})
+                n = RunningNode(root, config).start(START_TIMEOUT_S)  # every worker serving
                 return n, NODE_AE, n.dicom_port
 
             return start
+
+        def pair_pg():
+            assert pg is not None
+            root = tmp / f"pair{next(counter)}"
+            config = node_config(root, storage={"database": pg.create_database()})
+            pair = Pair(
+                RunningNode(root, config).start(),
+                RunningNode(tmp / f"pair{next(counter)}", twin_config(config)).start(),
+            )
+            return pair, NODE_AE, (pair.a.dicom_port, pair.b.dicom_port)
 
         def baseline():
             root = tmp / f"base{next(counter)}"
@@ -172,10 +220,15 @@ def main(argv: list[str] | None = None) -> None:
             return o, o.ae_title, o.dicom_port
 
         targets: dict[str, Start] = {"node": node(), "node-nofast": node(False), "storescp": storescp}
+        counts = [int(w) for w in a.workers.split(",")] if a.workers else []
+        if counts:
+            targets = {f"node-w{w}": node(workers=w) for w in counts}
         if a.baseline:
             targets["baseline"] = baseline
         if pg is not None:
             targets["node-pg"] = node_pg
+            if a.two_nodes:
+                targets["pair-pg"] = pair_pg
         if not a.no_orthanc:
             targets["orthanc"] = orthanc
         if a.only:
@@ -189,7 +242,7 @@ def main(argv: list[str] | None = None) -> None:
                 for name, t in run_targets(targets, paths, groups, a.rounds).items():
                     rates[name] = len(paths) / t
                     print(f"{label:6} {assocs:>6} {name:10} {len(paths) / t:8.1f} {mb / t:8.1f}", flush=True)
-                if assocs == 1 and "node" in targets and not a.only and not a.no_nagle_line:
+                if assocs == 1 and "node" in targets and not a.only and not a.no_nagle_line and not counts:
                     t = run_targets({"node*": node()}, paths, groups, a.rounds, nodelay=False)["node*"]
                     print(
                         f"{label:6} {assocs:>6} {'node*':10} {len(paths) / t:8.1f} {mb / t:8.1f}"
@@ -204,6 +257,9 @@ def main(argv: list[str] | None = None) -> None:
                     ("node", "baseline"),
                     ("baseline", "orthanc"),
                     ("node-pg", "node"),
+                    ("pair-pg", "node-pg"),
+                    *((f"node-w{w}", "orthanc") for w in counts),
+                    *((f"node-w{w}", f"node-w{counts[0]}") for w in counts[1:]),
                 )
                 for a_, b_ in pairs:
                     if a_ in rates and b_ in rates:

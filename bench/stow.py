@@ -1,6 +1,6 @@
 """STOW-RS ingest benchmark: the node against Orthanc's DICOMweb plugin, and against C-STORE.
 
-``python -m bench.stow [--ct 200] [--tiny 1000] [--per-body 50] [--big-gb 1.0]``
+``python -m bench.stow [--ct 200] [--tiny 1000] [--per-body 50] [--big-gb 1.0] [--workers 1]``
 
 For the CT-size (512 KiB) and tiny (32x32) corpora, bodies of 50 instances
 are POSTed sequentially and by 4 concurrent clients, to the node and to
@@ -10,6 +10,7 @@ The same corpus is also C-STOREd into a fresh node with DCMTK storescu
 instance with distinct UIDs and streamed by the client, is sent to a fresh
 node whose peak RSS (VmHWM) is read from /proc.  Prints instances/s, MB/s,
 request latency (median, p95) and the ratios measured in this run.
+``--workers N`` runs the STOW-RS node with ``[server].workers = N``.
 """
 
 from __future__ import annotations
@@ -143,9 +144,12 @@ def storescu_rate(node: RunningNode, paths: list[Path]) -> float:
     return wall
 
 
-def corpus_round(root: Path, size: str, count: int, per_body: int, use_orthanc: bool) -> None:
-    print(f"\n{size} corpus: {count} instances per run, {per_body} per body")
-    node = RunningNode(root / f"node-{size}", node_config(root / f"node-{size}")).start()
+def corpus_round(
+    root: Path, size: str, count: int, per_body: int, use_orthanc: bool, workers: int = 1
+) -> None:
+    print(f"\n{size} corpus: {count} instances per run, {per_body} per body, node with {workers} worker(s)")
+    config = node_config(root / f"node-{size}", server={"workers": workers})
+    node = RunningNode(root / f"node-{size}", config).start(timeout=120)
     orthanc = Orthanc(root / f"orthanc-{size}").start() if use_orthanc else None
     try:
         for clients in (1, 4):
@@ -234,6 +238,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--per-body", type=int, default=50)
     p.add_argument("--big-gb", type=float, default=1.0, help="size of the one big body (0: skip)")
     p.add_argument("--no-orthanc", action="store_true")
+    p.add_argument("--workers", type=int, default=1, help="[server].workers of the STOW-RS node")
     a = p.parse_args(argv)
     use_orthanc = not a.no_orthanc and orthanc_available()
     if not use_orthanc:
@@ -241,9 +246,9 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-stow-") as tmp:
         root = Path(tmp)
         if a.ct:
-            corpus_round(root, "ct", a.ct, a.per_body, use_orthanc)
+            corpus_round(root, "ct", a.ct, a.per_body, use_orthanc, a.workers)
         if a.tiny:
-            corpus_round(root, "tiny", a.tiny, a.per_body, use_orthanc)
+            corpus_round(root, "tiny", a.tiny, a.per_body, use_orthanc, a.workers)
         if a.big_gb:
             big_round(root, a.big_gb)
 

@@ -1,7 +1,7 @@
 """Transcoding and rendering over WADO-RS: the node beside Orthanc with its GDCM plugin, same run.
 
     .venv/bin/python -m bench.transcode [--instances 30] [--rounds 5] [--frames 200] [--no-orthanc]
-                                        [--only convert|rendered|memory]
+                                        [--only convert|rendered|cget|memory]
 
 Corpus (``bench.corpus``, cached under /tmp/bench-transcode): CT-like
 512x512 12-bit instances (``phantom_pixels``, which compress 2-2.5x
@@ -16,6 +16,10 @@ the servers:
 - JPEG 2000 -> Explicit VR LE, JPEG-LS -> Explicit VR LE, Explicit VR LE ->
   JPEG-LS: instances/s and MB/s of image data (512x512x2 bytes an instance);
 - ``/rendered`` (image/jpeg) of the explicit and of the JPEG 2000 CT frames;
+- a C-GET that needs transcoding: DCMTK ``getscu +xs`` (JPEG lossless SV1,
+  which neither server writes, then the uncompressed syntaxes) of the JPEG
+  2000 study, one association per round, files written by getscu to a temp
+  folder: instances/s, each server converting to Explicit VR LE;
 - peak RSS (VmHWM) growth of each server converting the multi-frame
   instance to Explicit VR LE (memory per request: the node holds one frame).
 
@@ -32,6 +36,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -43,7 +49,7 @@ from pydicom.uid import generate_uid
 
 from bench.corpus import encode_as, make_dataset, phantom_pixels, write
 from bench.stow import rss_kb
-from tests.harness import Orthanc, RunningNode, median, node_config
+from tests.harness import Orthanc, RunningNode, median, node_config, nodelay_env
 
 EXPLICIT = "1.2.840.10008.1.2.1"
 JLS = "1.2.840.10008.1.2.4.80"
@@ -124,7 +130,11 @@ def compare(name: str, servers: dict[str, httpx.Client], urls: dict[str, list[st
                 continue
             if n:
                 times[server].append(elapsed)
-    count = len(next(iter(urls.values())))
+    report(name, len(next(iter(urls.values()))), times)
+
+
+def report(name: str, count: int, times: dict[str, list[float]]) -> None:
+    """One line: each server's median rate for *count* instances a round, and node / Orthanc."""
     rates = {s: count / median(t) for s, t in times.items()}
     line = f"{name:28}"
     for s, rate in rates.items():
@@ -132,6 +142,44 @@ def compare(name: str, servers: dict[str, httpx.Client], urls: dict[str, list[st
     if "orthanc" in rates:
         line += f"  ratio {rates['node'] / rates['orthanc']:.2f}x"
     print(line, flush=True)
+
+
+def getscu_seconds(port: int, called_ae: str, study: str, out: Path, count: int) -> float:
+    """Seconds for ``getscu +xs`` to fetch *study*; fails unless *count* files came, as Explicit VR LE."""
+    out.mkdir(parents=True)
+    try:
+        start = time.perf_counter()
+        result = subprocess.run(
+            ["getscu", "+xs", "-aet", "BENCH", "-aec", called_ae, "-k", "0008,0052=STUDY",
+             "-k", f"StudyInstanceUID={study}", "-od", str(out), "127.0.0.1", str(port)],
+            capture_output=True, text=True, env=nodelay_env(), timeout=600,
+        )  # fmt: skip
+        elapsed = time.perf_counter() - start
+        got = sorted(out.iterdir())
+        text = result.stdout + result.stderr
+        if result.returncode or len(got) != count or "Release Failed" in text:
+            raise RuntimeError(
+                f"getscu from {called_ae}: {len(got)} of {count} files, exit {result.returncode}: {text}"
+            )
+        syntax = dcmread(got[0], stop_before_pixels=True).file_meta.TransferSyntaxUID
+        if syntax != EXPLICIT:
+            raise RuntimeError(f"getscu from {called_ae}: received {syntax}, not {EXPLICIT}")
+        return elapsed
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def compare_cget(targets: dict[str, tuple[int, str]], study: str, count: int, rounds: int, tmp: Path) -> None:
+    """Instances/s of getscu +xs of the JPEG 2000 study from each server (name -> (port, AE title))."""
+    times: dict[str, list[float]] = {s: [] for s in targets}
+    for n in range(rounds + 1):  # the first round warms up
+        order = list(targets) if n % 2 == 0 else list(reversed(targets))
+        for server in order:
+            port, ae = targets[server]
+            elapsed = getscu_seconds(port, ae, study, tmp / f"{server}-{n}", count)
+            if n:
+                times[server].append(elapsed)
+    report("C-GET getscu +xs, JPEG 2000", count, times)
 
 
 def load_orthanc(orthanc: Orthanc, files: list[Path]) -> None:
@@ -168,7 +216,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--frames", type=int, default=200, help="of the multi-frame instance")
     p.add_argument("--no-orthanc", action="store_true")
-    p.add_argument("--only", choices=("convert", "rendered", "memory"), help="run one part")
+    p.add_argument("--only", choices=("convert", "rendered", "cget", "memory"), help="run one part")
     a = p.parse_args(argv)
     files = corpus(a.instances, a.frames)
     every = [f for group in files.values() for f in group]
@@ -207,6 +255,12 @@ def main(argv: list[str] | None = None) -> None:
         for name, source in renderings if a.only in (None, "rendered") else ():
             rendered = {s: [u + "/rendered" for u in urls[source]] for s in same}
             compare(name, servers, rendered, {"Accept": "image/jpeg"}, b"\xff\xd8", a.rounds)
+        if a.only in (None, "cget"):
+            targets = {"node": (node.dicom_port, node.ae_title)}
+            if orthanc:
+                targets["orthanc"] = (orthanc.dicom_port, orthanc.ae_title)
+            study = str(dcmread(files[J2K][0], stop_before_pixels=True).StudyInstanceUID)
+            compare_cget(targets, study, len(files[J2K]), a.rounds, root / "getscu")
         if a.only not in (None, "memory"):
             return
         print("memory per request: one multi-frame JPEG-LS instance to Explicit VR LE (VmHWM)")

@@ -1,6 +1,6 @@
 """The command line: ``dicom-node`` and its subcommands.
 
-serve, migrate, import, check, forward, ls, delete, echo, init, send, viewer.
+serve, migrate, import, check, forward, ls, delete, evict, echo, init, send, viewer.
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ from .index.migrate import SchemaTooNew
 log = logging.getLogger("node")
 
 
-def _setup_logging(level: str) -> None:
+def setup_logging(level: str, *, tag: str = "") -> None:
+    """Log to stderr at *level*; *tag* (a worker process's ``w2``) follows each logger's name."""
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=f"%(asctime)s %(levelname)s %(name)s{'[' + tag + ']' if tag else ''}: %(message)s",
         stream=sys.stderr,
     )
     # pynetdicom narrates every PDU at INFO; our own association line says what matters.
@@ -28,9 +29,9 @@ def _setup_logging(level: str) -> None:
 
 
 def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
-    from .server import serve
+    from .workers.supervisor import run
 
-    return serve(settings)
+    return run(settings, log_level=args.log_level)
 
 
 def _cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
@@ -96,6 +97,13 @@ def _cmd_delete(settings: Settings, args: argparse.Namespace) -> int:
     return run_delete(open_context(settings), args.uids, yes=args.yes)
 
 
+def _cmd_evict(settings: Settings, args: argparse.Namespace) -> int:
+    from .cache.eviction import run_evict
+    from .context import open_context
+
+    return run_evict(open_context(settings), dry_run=args.dry_run)
+
+
 def _cmd_echo(settings: Settings, args: argparse.Namespace) -> int:
     from .remotes.echo import echo
 
@@ -148,6 +156,8 @@ def _cmd_send(settings: Settings, args: argparse.Namespace) -> int:
     # The sending path as `serve` runs it (the stored bytes streamed, the wire layer's hooks).
     wire.install(fast_path=settings.dicom.fast_path)
     return send_command(open_context(settings), args.remote, args.uids, wait=not args.no_wait)
+
+
 def _cmd_viewer(settings: Settings, args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -220,6 +230,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("uids", nargs="+", metavar="UID", help="a Study, Series or SOP Instance UID")
     p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
 
+    p = command(
+        "evict",
+        _cmd_evict,
+        "run one eviction pass now ([storage].max_bytes, max_age_days): studies with a copy elsewhere",
+    )
+    p.add_argument("--dry-run", action="store_true", help="only list the studies that would be evicted")
+
     p = command("echo", _cmd_echo, "C-ECHO configured remotes by name (all of them when none is named)")
     p.add_argument("remotes", nargs="*", metavar="REMOTE", help="a remote's name in the config")
     p.add_argument("--timeout", type=_positive, default=10.0, help="seconds per step (default 10)")
@@ -253,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``dicom-node`` console script."""
     args = build_parser().parse_args(argv)
-    _setup_logging(args.log_level)
+    setup_logging(args.log_level)
     try:
         if not args.needs_config:
             return args.func(args)

@@ -71,6 +71,9 @@ class StorageSettings:
     duplicates: str = "reject"
     # Below this much free space (storage or index) new data is refused and /health is degraded.
     min_free_bytes: int = 1024**3
+    # A bounded store (node/cache/eviction.py): evict studies with a copy elsewhere; 0 = unbounded.
+    max_bytes: int = 0
+    max_age_days: float = 0.0  # 0 = keep forever
     database_connections: int = 50  # PostgreSQL: the most connections the node opens
 
 
@@ -94,6 +97,25 @@ class JobSettings:
 
 
 @dataclass(frozen=True)
+class CacheSettings:
+    # C-FIND / QIDO toward the read-through remotes: "on-miss" (only when
+    # nothing matches locally), "always" (merged with the local matches) or "never".
+    query: str = "on-miss"
+    # Seconds an upstream query may take; slower or unreachable remotes make the answer partial.
+    query_timeout: float = 5.0
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    # Processes serving DIMSE and HTTP on the same ports (node/workers/); 0: one per core.
+    workers: int = 0
+
+    def worker_count(self) -> int:
+        """How many worker processes ``serve`` runs: ``workers``, or the number of cores for 0."""
+        return self.workers or os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
 class Remote:
     name: str
     ae_title: str
@@ -102,6 +124,8 @@ class Remote:
     accession_prefixes: tuple[str, ...] = ()
     retrieve: str = "move"
     forward: bool = False
+    # Query (C-FIND / QIDO) and retrieve from this remote what the node does not hold.
+    read_through: bool = False
 
 
 @dataclass(frozen=True)
@@ -111,6 +135,8 @@ class Settings:
     storage: StorageSettings = field(default_factory=StorageSettings)
     export: ExportSettings = field(default_factory=ExportSettings)
     jobs: JobSettings = field(default_factory=JobSettings)
+    cache: CacheSettings = field(default_factory=CacheSettings)
+    server: ServerSettings = field(default_factory=ServerSettings)
     remotes: tuple[Remote, ...] = ()
     source: Path | None = None
 
@@ -144,6 +170,10 @@ class Settings:
                 if accession.startswith(prefix) and (best is None or len(prefix) > best[0]):
                     best = (len(prefix), remote)
         return best[1] if best else None
+
+    def read_through_remotes(self) -> tuple[Remote, ...]:
+        """The remotes marked ``read_through``, in config order (the order answers are merged in)."""
+        return tuple(r for r in self.remotes if r.read_through)
 
 
 # -- value checkers: each returns the converted value or raises ConfigError --
@@ -208,6 +238,12 @@ def _database(key: str, value: Any) -> str:
 def _positive_number(key: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
         raise _fail(key, "a positive number", value)
+    return float(value)
+
+
+def _non_negative_number(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise _fail(key, "a number, 0 or more", value)
     return float(value)
 
 
@@ -293,6 +329,8 @@ _SECTIONS: dict[str, tuple[type, dict[str, Check]]] = {
             "transcode_to": _transcode_target,
             "duplicates": _choice("reject", "replace"),
             "min_free_bytes": _int_range(0, 2**62),
+            "max_bytes": _int_range(0, 2**62),
+            "max_age_days": _non_negative_number,
         },
     ),
     "export": (
@@ -313,6 +351,14 @@ _SECTIONS: dict[str, tuple[type, dict[str, Check]]] = {
             "send_workers": _int_range(1, 64),
         },
     ),
+    "cache": (
+        CacheSettings,
+        {
+            "query": _choice("on-miss", "always", "never"),
+            "query_timeout": _positive_number,
+        },
+    ),
+    "server": (ServerSettings, {"workers": _int_range(0, 256)}),
 }
 
 _REMOTE_KEYS: dict[str, Check] = {
@@ -323,6 +369,7 @@ _REMOTE_KEYS: dict[str, Check] = {
     "accession_prefixes": _prefix_list,
     "retrieve": _choice("move", "get"),
     "forward": _bool,
+    "read_through": _bool,
 }
 _REMOTE_REQUIRED = ("name", "ae_title", "host", "port")
 _PATH_KEYS = {("storage", "path"), ("storage", "database"), ("export", "path"), ("http", "viewer_path")}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import peewee
 
@@ -13,6 +14,9 @@ from .index.migrate import migrate
 from .ingest import Ingest
 from .space import Place, SpaceGuard
 from .store import InstanceStore
+
+if TYPE_CHECKING:
+    from .remotes.read_through import ReadThrough
 
 
 @dataclass
@@ -29,6 +33,8 @@ class NodeContext:
     ingest: Ingest
     space: SpaceGuard
     started_at: float = field(default_factory=time.time)
+    # Retrieval on a miss (node/remotes/read_through.py), set where the node is assembled.
+    read_through: ReadThrough | None = None
 
 
 def open_index(settings: Settings) -> peewee.Database:
@@ -50,5 +56,5 @@ def open_context(settings: Settings) -> NodeContext:
     if not is_url(s.database):  # a PostgreSQL server watches its own disk
         places.append(Place("index", s.database.parent))
     space = SpaceGuard(places, s.min_free_bytes)
-    ingest = Ingest(store, duplicates=s.duplicates, space=space)
+    ingest = Ingest(store, duplicates=s.duplicates, space=space, transcode_to=s.transcode_to)
     return NodeContext(settings=settings, store=store, db=db, ingest=ingest, space=space)

@@ -9,7 +9,7 @@ run at start and by ``dicom-node check`` for what a crash left behind.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 
 from .context import NodeContext
@@ -33,13 +33,17 @@ def fingerprint(store: InstanceStore, relative: str) -> str:
     return f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
 
 
-def delete(ctx: NodeContext, targets: Sequence[Target]) -> Deleted:
+def delete(
+    ctx: NodeContext, targets: Sequence[Target], *, within: Callable[[], bool] | None = None
+) -> Deleted:
     """Delete *targets*: their rows, files, outbox rows and archives.
 
     Targets that are not held are ignored; ``Deleted.instances`` is 0 when
     nothing was.  The door logs the outcome (one line, :func:`summary`).
+    *within*: a check run inside the deletion's transaction that can call it
+    off (see :func:`node.index.deletion.delete_rows`).
     """
-    deleted = journal.delete_rows(targets, partial(fingerprint, ctx.store))
+    deleted = journal.delete_rows(targets, partial(fingerprint, ctx.store), within=within)
     if deleted.instances:
         finish_pending(ctx)
     return deleted

@@ -5,7 +5,11 @@ of a store (``ServerContext::Store``):
 
 1. filters: the file is one whole data set (:mod:`node.integrity`), its
    header parses and carries valid UIDs, and there is room for it
-   (:mod:`node.space`); a refusal changes nothing;
+   (:mod:`node.space`); a refusal changes nothing.  With
+   ``[storage].transcode_to`` set, the received file is then converted
+   (:func:`node.transcode.convert_for_storage`) and the converted file is
+   what the rest of the path checks, stores and indexes; one that cannot be
+   converted is stored as received;
 2. the file is written: renamed into place, a file it replaces kept aside
    (:meth:`node.store.InstanceStore.place`); its fsync and its folder's
    run in the background while 3. writes the rows;
@@ -62,6 +66,7 @@ from .statuses import (
     PROCESSING_FAILURE,
 )
 from .store import InstanceStore, UnsafePath
+from .transcode import convert_for_storage
 from .uids import valid_uid
 
 log = logging.getLogger(__name__)
@@ -434,13 +439,20 @@ class Ingest:
     """The ingest path of one node: its store, duplicates policy, free-space floor and subscribers."""
 
     def __init__(
-        self, store: InstanceStore, *, duplicates: str = REJECT, space: SpaceGuard | None = None
+        self,
+        store: InstanceStore,
+        *,
+        duplicates: str = REJECT,
+        space: SpaceGuard | None = None,
+        transcode_to: str = "",
     ) -> None:
         if duplicates not in DUPLICATE_POLICIES:
             raise ValueError(f"duplicates must be one of {DUPLICATE_POLICIES}, not {duplicates!r}")
         self.store = store
         self.replace = duplicates == REPLACE
         self.space = space
+        # [storage].transcode_to: "" stores as received (the default).
+        self.transcode_to = transcode_to
         self.index_hooks: list[IndexHook] = []
         self.listeners: list[Listener] = []
         self._stripes = [threading.Lock() for _ in range(_STRIPES)]
@@ -491,6 +503,9 @@ class Ingest:
             refusal = self.space.refusal() if self.space is not None else None
             if refusal:
                 raise Rejected(OUT_OF_RESOURCES, refusal)
+            if self.transcode_to:
+                # Outside the stripe lock: a conversion takes a while and holds no index state.
+                path, take, header = self._converted(path, take, header)
         except (Rejected, UnsafePath) as exc:
             if take:
                 path.unlink(missing_ok=True)
@@ -500,6 +515,31 @@ class Ingest:
             return Outcome(Status.FAILED, reason=str(exc), failure_code=code)
         with self._stripes[hash(header.sop_uid) % _STRIPES]:
             return self._file(header, relative, path, source, take)
+
+    def _converted(self, path: Path, take: bool, header: Header) -> tuple[Path, bool, Header]:
+        """``[storage].transcode_to``: the file to store instead of *path* (ours to take), or *path* as it is.
+
+        The received file was checked whole first (a deflate bomb or a lying
+        length is refused before any decoding); the converted one is read
+        and checked again, so what is indexed is what is on disk.
+        """
+        try:
+            converted = convert_for_storage(path, header.transfer_syntax, self.transcode_to, self.store.tmp)
+        except OSError as exc:  # the temp folder's disk is full, or the file went away
+            code = OUT_OF_RESOURCES if faults.is_full(exc) else PROCESSING_FAILURE
+            raise Rejected(
+                code, f"could not convert to {self.transcode_to} ([storage].transcode_to): {exc}"
+            ) from None
+        if converted is None:
+            return path, take, header
+        try:
+            converted_header = self._read(converted)
+        except BaseException:
+            converted.unlink(missing_ok=True)
+            raise
+        if take:
+            path.unlink(missing_ok=True)
+        return converted, True, converted_header
 
     @staticmethod
     def _read(path: Path) -> Header:

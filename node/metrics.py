@@ -16,9 +16,10 @@ Several worker processes (issue 16): set ``PROMETHEUS_MULTIPROC_DIR`` to an
 empty folder in the environment *before* the workers start (prometheus-client
 picks its storage when it is imported); every worker then writes its event
 metrics to memory-mapped files there, and :func:`exposition` in any worker
-adds them up.  The supervisor should call
-``prometheus_client.multiprocess.mark_process_dead(pid)`` for a worker that
-exits, so that its live gauges (``dicom_node_associations_active``) drop out.
+adds them up.  The supervisor (node/workers/supervisor.py) creates that
+folder and calls ``prometheus_client.multiprocess.mark_process_dead(pid)``
+for a worker that exits, so that its live gauges
+(``dicom_node_associations_active``) drop out.
 
 This module is core: it knows neither pynetdicom nor Starlette; callers hand
 it plain values (an ingest Outcome and Source, an association object).
@@ -109,7 +110,29 @@ FORWARDED = Counter(
     ["remote"],
     registry=None,
 )
-_EVENT_METRICS = (RECEIVED, RECEIVED_BYTES, STORE_FAILURES, REQUEST_DURATION, ASSOCIATIONS, FORWARDED)
+TRANSCODED = Counter(
+    "dicom_node_transcoded_total",
+    "Instances converted to another transfer syntax because a DICOM peer took none it is stored in"
+    " (C-GET, C-MOVE, forwarding, the /forward gateway, send jobs), by the syntax sent.",
+    ["transfer_syntax"],
+    registry=None,
+)
+EVICTED = Counter(
+    "dicom_node_evicted_studies_total",
+    "Studies evicted from the bounded store ([storage].max_bytes, max_age_days), by reason (size, age).",
+    ["reason"],
+    registry=None,
+)
+_EVENT_METRICS = (
+    RECEIVED,
+    RECEIVED_BYTES,
+    STORE_FAILURES,
+    REQUEST_DURATION,
+    ASSOCIATIONS,
+    FORWARDED,
+    TRANSCODED,
+    EVICTED,
+)
 
 _aes_lock = threading.Lock()
 _aes_seen: set[str] = set()
@@ -212,15 +235,32 @@ def forwarded(remote: str, n: int = 1) -> None:
     FORWARDED.labels(remote).inc(n)
 
 
+def transcoded(transfer_syntax: str) -> None:
+    """One instance was converted to *transfer_syntax* to be sent to a DICOM peer."""
+    TRANSCODED.labels(transfer_syntax).inc()
+
+
+def evicted(reason: str) -> None:
+    """One study was evicted, for *reason* ("size" or "age")."""
+    EVICTED.labels(reason).inc()
+
+
 def active_associations() -> int:
-    """Associations held with this process now (the gauge's value here)."""
-    return int(ASSOCIATIONS._value.get())
+    """Associations held with the node now: this process's, or every worker's in multi-process mode."""
+    shared = multiproc_dir()
+    if not shared:
+        return int(ASSOCIATIONS._value.get())
+    registry = CollectorRegistry(auto_describe=False)
+    _multiprocess.MultiProcessCollector(registry, path=shared)
+    return int(registry.get_sample_value("dicom_node_associations_active") or 0)
 
 
 def prepare(remote_names: list[str]) -> None:
     """Create the labelled series that should read 0 before anything happens."""
     for name in remote_names:
         FORWARDED.labels(name)
+    for reason in ("size", "age"):
+        EVICTED.labels(reason)
 
 
 # -- state: read when scraped -------------------------------------------------------------

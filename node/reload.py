@@ -1,6 +1,6 @@
-"""Reloading the config file in a running node (SIGHUP): the remotes and the ACL.
+"""Reloading the config file in a running node (SIGHUP): the remotes, the ACL and [cache].
 
-Hospitals add modalities and PACS while the node runs; those two parts of
+Hospitals add modalities and PACS while the node runs; those parts of
 the config take effect at once.  Every other key is read at start only: a
 change to one is reported and waits for the next restart.  A file that does
 not load keeps the running config (the caller logs the error).
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from .config import ConfigError, Remote, Settings, load
 
-RELOADED = "[dicom].allowed_calling_aets and [[remotes]]"
+RELOADED = "[dicom].allowed_calling_aets, [cache] and [[remotes]]"
 
 
 @dataclass(frozen=True)
@@ -41,11 +41,16 @@ def reload_settings(current: Settings) -> Reload:
         current,
         dicom=dataclasses.replace(current.dicom, allowed_calling_aets=new.dicom.allowed_calling_aets),
         remotes=new.remotes,
+        cache=new.cache,  # read per query: the read-through policy takes effect at once
     )
     changes = _remote_changes(current.remotes, new.remotes)
     old_acl, new_acl = current.dicom.allowed_calling_aets, new.dicom.allowed_calling_aets
     if old_acl != new_acl:
         changes.append(f"[dicom].allowed_calling_aets {_list(old_acl)} -> {_list(new_acl)}")
+    for f in dataclasses.fields(new.cache):
+        old_value, new_value = getattr(current.cache, f.name), getattr(new.cache, f.name)
+        if old_value != new_value:
+            changes.append(f"[cache].{f.name} {old_value!r} -> {new_value!r}")
     if _forwarding(current) != _forwarding(settings):
         names = ", ".join(r.name for r in settings.remotes if r.forward) or "none"
         changes.append(f"forwarding to: {names}")
@@ -66,6 +71,8 @@ def _describe(remote: Remote) -> str:
         extra.append(f"accession_prefixes {list(remote.accession_prefixes)}")
     if remote.forward:
         extra.append("forward")
+    if remote.read_through:
+        extra.append("read_through")
     return f"{remote.ae_title}@{remote.host}:{remote.port}" + (f", {', '.join(extra)}" if extra else "")
 
 
@@ -92,8 +99,8 @@ def _restart_needed(current: Settings, new: Settings) -> list[str]:
     keys = []
     for section in dataclasses.fields(Settings):
         old_value, new_value = getattr(current, section.name), getattr(new, section.name)
-        if not dataclasses.is_dataclass(old_value):
-            continue  # remotes (applied) and the source path
+        if not dataclasses.is_dataclass(old_value) or section.name == "cache":
+            continue  # remotes and [cache] (applied) and the source path
         for f in dataclasses.fields(old_value):
             if (section.name, f.name) == ("dicom", "allowed_calling_aets"):
                 continue

@@ -24,7 +24,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +71,8 @@ class InstanceStore:
         self._lock_fd: int | None = None
         self._syncer: ThreadPoolExecutor | None = None
         self._syncer_lock = threading.Lock()
+        # Told of the instances a client retrieves (last-access tracking, node/cache/access.py).
+        self.read_listener: Callable[[Iterable[str]], None] | None = None
 
     # -- names ---------------------------------------------------------------
 
@@ -275,6 +277,15 @@ class InstanceStore:
 
     # -- reading -------------------------------------------------------------
 
+    def note_reads(self, relatives: Iterable[str]) -> None:
+        """Say that a client is retrieving the instances at *relatives* (WADO-RS, C-MOVE, C-GET, ZIP).
+
+        Called once per request by the doors' lookups, not per file opened:
+        a viewer reading frames one by one must not cost a write each.
+        """
+        if self.read_listener is not None:
+            self.read_listener(relatives)
+
     def open(self, relative: str) -> BinaryIO:
         """Open an instance file for reading (Part-10 bytes as received)."""
         return self.absolute(relative).open("rb")
@@ -288,6 +299,11 @@ class InstanceStore:
                 if name.endswith(SUFFIX):
                     path = Path(dirpath) / name
                     yield path.relative_to(self.root).as_posix(), path.stat().st_size
+
+
+def study_of(relative: str) -> str:
+    """The Study Instance UID a store-relative path is filed under (its first part)."""
+    return relative.partition("/")[0]
 
 
 def _fsync_file(path: Path) -> None:

@@ -108,6 +108,8 @@ def node_config(root: Path, **sections: dict[str, Any]) -> dict[str, Any]:
             "min_free_bytes": 1 << 20,
         },
         "export": {"path": str(root / "storage/zip"), "compression": 3},
+        # One process unless a test asks for workers (tests/test_workers.py): faster to start.
+        "server": {"workers": 1},
     }
     for name, values in sections.items():
         if name == "remotes":
@@ -138,6 +140,168 @@ def stop_process(proc: subprocess.Popen | None, sig: int, timeout: float, *, str
         if strict:
             raise
         return code
+
+
+class _Zygote:
+    """The test session's fork server for node commands (tests/zygote.py)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.exits: dict[int, int] = {}
+        self.changed = threading.Condition()
+        self.pids: list[int] = []
+        with open(Path(tempfile.gettempdir()) / f"dicom-node-zygote-{os.getpid()}.log", "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "tests.zygote"],
+                cwd=REPO,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+            )
+        threading.Thread(target=self._read, name="zygote-reader", daemon=True).start()
+        atexit.register(self.close)
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            message = json.loads(line)
+            with self.changed:
+                if "pid" in message:
+                    self.pids.append(message["pid"])
+                else:
+                    self.exits[message["exit"]] = message["code"]
+                self.changed.notify_all()
+
+    def spawn(
+        self, argv: list[str], cwd: Path, log: Path, stdin: Path | None = None, stderr: Path | None = None
+    ) -> ForkedProcess:
+        """Fork ``dicom-node ARGV`` (output appended to *log*); its Popen-like handle."""
+        request = {"argv": argv, "cwd": str(cwd), "log": str(log), "env": dict(os.environ)}
+        if stdin is not None:
+            request["stdin"] = str(stdin)
+        if stderr is not None:
+            request["stderr"] = str(stderr)
+        with self.lock:
+            with self.changed:
+                seen = len(self.pids)
+            assert self.proc.stdin is not None
+            self.proc.stdin.write((json.dumps(request) + "\n").encode())
+            self.proc.stdin.flush()
+            with self.changed:
+                answered = lambda: len(self.pids) > seen or self.proc.poll() is not None  # noqa: E731
+                if not self.changed.wait_for(answered, 60):
+                    raise RuntimeError("the zygote did not answer")
+                if len(self.pids) == seen:
+                    raise RuntimeError(f"the zygote exited with {self.proc.returncode}")
+                return ForkedProcess(self, self.pids[seen], argv)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+class ForkedProcess:
+    """A node command forked by the zygote, with the part of Popen's interface the tests use."""
+
+    def __init__(self, zygote: _Zygote, pid: int, args: list[str]) -> None:
+        self.zygote = zygote
+        self.pid = pid
+        self.args = args
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        with self.zygote.changed:
+            self.returncode = self.zygote.exits.get(self.pid)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        with self.zygote.changed:
+            if not self.zygote.changed.wait_for(lambda: self.pid in self.zygote.exits, timeout):
+                raise subprocess.TimeoutExpired(self.args, timeout or 0)
+            self.returncode = self.zygote.exits[self.pid]
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, sig)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+_zygote: _Zygote | None = None
+_zygote_lock = threading.Lock()
+# "false": every node command goes through a fresh interpreter (python -m node), as users run it.
+ENV_ZYGOTE = "DICOM_NODE_TEST_ZYGOTE"
+
+
+def node_command(
+    argv: list[str],
+    cwd: Path,
+    log: Path,
+    stdin: Path | None = None,
+    stderr: Path | None = None,
+    tree: Path = REPO,
+) -> ForkedProcess | subprocess.Popen:
+    """Start ``dicom-node ARGV`` in *cwd*, output appended to *log* (standard error too,
+    unless *stderr* names a file for it), running the code of the source *tree*.
+
+    Forked from the session's pre-imported zygote (tests/zygote.py: much
+    cheaper than a new interpreter) for this checkout's code; a fresh
+    ``python -m node`` for another revision's tree (a benchmark's before /
+    after) or with ``DICOM_NODE_TEST_ZYGOTE=false``.
+    """
+    global _zygote
+    if tree == REPO and os.environ.get(ENV_ZYGOTE, "true").lower() not in ("0", "false", "no"):
+        with _zygote_lock:
+            if _zygote is None or _zygote.proc.poll() is not None:
+                _zygote = _Zygote()
+        return _zygote.spawn(argv, cwd, log, stdin, stderr)
+    with log.open("ab") as out, (stdin.open("rb") if stdin else open(os.devnull, "rb")) as inp:
+        err = stderr.open("ab") if stderr else None
+        env = {**os.environ, "PYTHONPATH": str(tree)} if tree != REPO else None
+        try:
+            return subprocess.Popen(
+                [sys.executable, "-m", "node", *argv],
+                cwd=cwd,
+                env=env,
+                stdin=inp,
+                stdout=out,
+                stderr=err or subprocess.STDOUT,
+            )
+        finally:
+            if err:
+                err.close()
+
+
+def run_node(
+    *argv: str, timeout: float = 120, input: str | None = None, cwd: Path = REPO
+) -> subprocess.CompletedProcess:
+    """``dicom-node ARGV`` run to its end, like ``subprocess.run(..., capture_output=True, text=True)``."""
+    with tempfile.TemporaryDirectory(prefix="dicom-node-cli-") as tmp:
+        folder = Path(tmp)
+        stdin = None
+        if input is not None:
+            stdin = folder / "stdin"
+            stdin.write_text(input)
+        out, err = folder / "stdout", folder / "stderr"
+        proc = node_command(list(argv), cwd, out, stdin, err)
+        try:
+            code = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise
+        read = lambda p: p.read_text(errors="replace") if p.exists() else ""  # noqa: E731
+        return subprocess.CompletedProcess(["dicom-node", *argv], code, read(out), read(err))
 
 
 @dataclass
@@ -183,13 +347,10 @@ class RunningNode:
         return Path(self.config["storage"]["path"])
 
     def start(self, timeout: float = 30.0) -> RunningNode:
-        with self.log_path.open("ab") as log:  # the child keeps its own copy of the handle
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "node", "serve", "--config", str(self.config_path)],
-                cwd=self.repo,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        """Start the node; return once it answers (with workers: once every worker serves)."""
+        log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
+        argv = ["serve", "--config", str(self.config_path)]
+        self.proc = node_command(argv, self.repo, self.log_path, tree=self.repo)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -197,11 +358,26 @@ class RunningNode:
             try:
                 if httpx.get(f"{self.url}/health", timeout=1, headers=self.auth_headers()).status_code == 200:
                     wait_port(self.dicom_port, timeout=max(1.0, deadline - time.monotonic()))
+                    self._wait_workers(log_start, deadline)
                     return self
             except httpx.HTTPError:
                 pass
             time.sleep(0.05)
         raise TimeoutError(f"node did not start in {timeout}s:\n{self.log()}")
+
+    def _wait_workers(self, log_start: int, deadline: float) -> None:
+        """With ``[server].workers`` above 1: wait for every worker's "serving" line, not just the first."""
+        workers = self.config.get("server", {}).get("workers", 0) or os.cpu_count() or 1
+        if workers <= 1:
+            return
+        line = f"of {workers} serving".encode()
+        while time.monotonic() < deadline:
+            with self.log_path.open("rb") as fh:
+                fh.seek(log_start)
+                if fh.read().count(line) >= workers:
+                    return
+            time.sleep(0.05)
+        raise TimeoutError(f"not every worker of the node started:\n{self.log()}")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
         """Signal the node and wait for it; returns its exit code (a node that hangs fails the test)."""
@@ -232,15 +408,7 @@ class RunningNode:
 
     def cli(self, *args: str, timeout: float = 120, input: str | None = None) -> subprocess.CompletedProcess:
         """Run ``dicom-node ARGS --config <this node's config>`` (*input* on its stdin)."""
-        return subprocess.run(
-            [sys.executable, "-m", "node", *args, "--config", str(self.config_path)],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            input=input,
-            stdin=None if input is not None else subprocess.DEVNULL,
-        )
+        return run_node(*args, "--config", str(self.config_path), timeout=timeout, input=input)
 
 
 # -- the index database: SQLite, or a private PostgreSQL server for the session ------

@@ -9,7 +9,6 @@ import re
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import httpx
 import pytest
@@ -19,18 +18,7 @@ from bench.corpus import make_dataset, write
 from node.admin.initdir import render
 from node.cli import build_parser, main
 from node.config import known_keys
-from tests.harness import REPO, RunningNode, dcmtk, free_port, node_config, stop_process, wait_port
-
-
-def run_node(*args: str, cwd: Path = REPO, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "node", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
+from tests.harness import REPO, RunningNode, dcmtk, free_port, node_config, run_node, stop_process, wait_port
 
 
 def subcommands() -> list[str]:
@@ -76,6 +64,7 @@ def test_init_into_an_empty_folder_then_serve_with_it(tmp_path):
     assert bad.returncode == 2 and "[dicom].ae_title" in bad.stderr
     assert not (tmp_path / "other" / "config.toml").exists()
 
+    # Started as users start it (a fresh interpreter, not the suite's zygote).
     log = (tmp_path / "node.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "node", "serve", "--config", str(config)],

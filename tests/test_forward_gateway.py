@@ -10,11 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from pydicom import dcmread
 from pydicom.uid import MRImageStorage, generate_uid
 
-from bench.corpus import make_dataset, write, write_corpus
+from bench.corpus import encode_as, make_dataset, write, write_corpus
 from tests.forward_peers import RefusingSCP
 from tests.harness import RunningNode, StoreSCP, dataset_bytes, free_port, node_config
 
@@ -71,6 +72,7 @@ class Gateway:
     a900: RefusingSCP  # CT only, answers 0xA900
     pacs: StoreSCP
     down_port: int
+    implicit: StoreSCP  # takes Implicit VR Little Endian only
 
 
 @pytest.fixture(scope="module")
@@ -79,16 +81,18 @@ def gw(tmp_path_factory) -> Iterator[Gateway]:
     root = tmp_path_factory.mktemp("gateway")
     refuser, a900 = RefusingSCP(status=0x0000), RefusingSCP("A900", status=0xA900)
     down_port = free_port()
-    with StoreSCP(root / "pacs", ae_title="PACS").start() as pacs:
+    implicit = StoreSCP(root / "implicit", ae_title="IMPLONLY", extra=("+xi",))
+    with StoreSCP(root / "pacs", ae_title="PACS").start() as pacs, implicit.start():
         remotes = [
             refuser.remote(),
             a900.remote("a900"),
             pacs.remote("pacs"),
             {"name": "down", "ae_title": "DOWNPACS", "host": "127.0.0.1", "port": down_port},
+            implicit.remote("implicit"),
         ]
         node = RunningNode(root / "node", node_config(root / "node", remotes=remotes)).start()
         try:
-            yield Gateway(node, refuser, a900, pacs, down_port)
+            yield Gateway(node, refuser, a900, pacs, down_port, implicit)
         finally:
             node.stop()
             refuser.stop()
@@ -240,3 +244,25 @@ def test_large_instances_to_a_remote_taking_small_pdus_arrive_byte_identical(nod
         at_remote = {sop_uid(p): p for p in pacs.files()}
         for path in paths:
             assert dataset_bytes(at_remote[sop_uid(path)]) == dataset_bytes(path)
+
+
+def test_compressed_instances_to_an_implicit_only_remote_arrive_converted(gw, tmp_path):
+    """JPEG-LS and RLE through the gateway to a remote taking Implicit VR LE only: converted, decodable."""
+    study = generate_uid()
+    paths = [
+        encode_as(
+            make_dataset(study_uid=study, series_uid=generate_uid(), phantom=True),
+            syntax,
+            tmp_path / f"{n}.dcm",
+        )
+        for n, syntax in enumerate(("1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.5"))
+    ]
+    r = post_forward(gw.node, "POSTCSTORE", "IMPLONLY", dicom_body(paths))
+    assert r.status_code == 200, r.text
+    at_remote = {sop_uid(p): p for p in gw.implicit.files()}
+    for path in paths:
+        got = dcmread(at_remote[sop_uid(path)])
+        assert got.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2"
+        assert np.array_equal(got.pixel_array, dcmread(path).pixel_array)
+    expected = "2 of 2 accepted, 2 transcoded (2 to 1.2.840.10008.1.2)"
+    assert any(expected in line and "IMPLONLY" in line for line in gw.node.log().splitlines())

@@ -33,6 +33,7 @@ from tests.harness import (
     index_backend,
     index_database,
     index_rows,
+    run_node,
     toml_text,
 )
 
@@ -220,13 +221,7 @@ def test_pooled_connections_come_back_when_threads_end(index):
 def _cli(tmp_path: Path, database: str, *args: str) -> subprocess.CompletedProcess:
     config = tmp_path / "config.toml"
     config.write_text(toml_text({"storage": {"path": str(tmp_path / "storage"), "database": database}}))
-    return subprocess.run(
-        [sys.executable, "-m", "node", *args, "--config", str(config)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_node(*args, "--config", str(config), timeout=60)
 
 
 def test_unreachable_database_stops_start_up_naming_it_without_the_password(tmp_path):

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
+from pydicom import dcmread
 from pydicom.uid import generate_uid
 
-from bench.corpus import make_dataset, write
+from bench.corpus import encode_as, make_dataset, write
 from node.index.db import open_database
 from node.index.migrate import migrate
 from node.index.models import Instance
@@ -21,6 +23,10 @@ from node.ingest import Ingest, Ingested, Source, Status
 from node.statuses import PROCESSING_FAILURE
 from node.store import InstanceStore
 from tests.harness import index_database
+
+RLE = "1.2.840.10008.1.2.5"
+JPEG_LS = "1.2.840.10008.1.2.4.80"
+EXPLICIT_VR = "1.2.840.10008.1.2.1"
 
 
 @pytest.fixture
@@ -129,3 +135,28 @@ def test_replace_moves_a_study_to_the_patient_its_newest_instance_names(tmp_path
     assert [p.patient_id for p in Patient.select()] == ["RIGHT-ID"]  # the emptied patient is gone
     assert Study.get(Study.study_uid == study).patient.patient_id == "RIGHT-ID"
     assert Instance.select().count() == 3
+
+
+def test_transcode_to_stores_and_indexes_the_configured_syntax(tmp_path):
+    """[storage].transcode_to: RLE in, JPEG-LS on disk and in the index; the unconvertible as received."""
+    migrate(open_database(index_database(tmp_path), durable=False))
+    store = InstanceStore(tmp_path / "storage", fsync=False)
+    ingest = Ingest(store, transcode_to=JPEG_LS)
+    ds = make_dataset(study_uid=generate_uid(), series_uid=generate_uid(), phantom=True)
+    received = encode_as(ds, RLE, tmp_path / "in" / "rle.dcm")
+    original = dcmread(received).pixel_array
+    outcome = ingest.ingest_file(received, Source("dimse"), take=True)
+    assert outcome.status is Status.STORED, outcome.reason
+    row = Instance.get(Instance.sop_uid == ds.SOPInstanceUID)
+    stored = dcmread(store.absolute(row.path))
+    assert row.transfer_syntax == stored.file_meta.TransferSyntaxUID == JPEG_LS
+    assert row.size == store.absolute(row.path).stat().st_size == outcome.size
+    assert np.array_equal(stored.pixel_array, original)
+    assert not received.exists() and not list(store.tmp.iterdir())  # both temp files are gone
+    # No pixel data to compress: stored as received, not refused.
+    report = make_dataset(study_uid=generate_uid(), series_uid=generate_uid())
+    del report.PixelData
+    path = write(report, tmp_path / "in" / "report.dcm")
+    assert ingest.ingest_file(path, Source("stow"), take=False).ok
+    assert Instance.get(Instance.sop_uid == report.SOPInstanceUID).transfer_syntax == EXPLICIT_VR
+    assert path.exists()  # not taken: the caller's file stays

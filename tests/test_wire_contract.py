@@ -197,6 +197,7 @@ def test_hooks_installed_and_effective(fast):
     installed = got["installed"]
     # Safety and function hooks: both modes.
     assert installed["reader"] and installed["inbound"] and installed["settings"] and installed["retrieve"]
+    assert installed["negotiation"]
     # Fast-path hooks: only with the fast path.
     for hook in ("fast_read", "fast_store", "direct", "reactor", "validation"):
         assert installed[hook] is fast, (hook, installed)

@@ -35,7 +35,7 @@ from tests.rawdimse import (
 
 ACSE_TIMEOUT = 2.0
 NETWORK_TIMEOUT = 3.0
-SLACK = 1.5  # scheduling on a busy machine
+SLACK = 3.0  # scheduling on a busy machine (CI shares it with other passes of the suite)
 MAX_RSS_GROWTH = 48 * 1024 * 1024
 STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
 CONTEXTS = (

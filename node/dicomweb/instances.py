@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..index.models import Instance, Series, Study
+from ..store import InstanceStore
 
 
 class NotFound(LookupError):
@@ -26,15 +27,8 @@ class StoredInstance:
     rows: int | None = None  # None: no image (a report, a document...)
 
 
-def find_instances(
-    study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
-) -> list[StoredInstance]:
-    """The instances of a study (or of one of its series, or one instance), in series/instance order.
-
-    Raises NotFound naming the first UID that does not resolve (a series of
-    another study counts as not found).
-    """
-    query = (
+def _select():
+    return (
         Instance.select(
             Instance.sop_uid,
             Instance.sop_class_uid,
@@ -48,14 +42,11 @@ def find_instances(
         )
         .join(Series)
         .join(Study)
-        .where(Study.study_uid == study_uid)
     )
-    if series_uid is not None:
-        query = query.where(Series.series_uid == series_uid)
-    if sop_uid is not None:
-        query = query.where(Instance.sop_uid == sop_uid)
-    query = query.order_by(Series.series_number, Series.id, Instance.instance_number, Instance.id)
-    found = [
+
+
+def _rows(query) -> list[StoredInstance]:
+    return [
         StoredInstance(
             study_uid=study,
             series_uid=series,
@@ -69,9 +60,49 @@ def find_instances(
         )
         for sop, sop_class, syntax, path, size, frames, rows, series, study in query.tuples()
     ]
+
+
+def _at_level(query, study_uid: str, series_uid: str | None, sop_uid: str | None):
+    query = query.where(Study.study_uid == study_uid)
+    if series_uid is not None:
+        query = query.where(Series.series_uid == series_uid)
+    if sop_uid is not None:
+        query = query.where(Instance.sop_uid == sop_uid)
+    return query
+
+
+def find_instances(
+    study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
+) -> list[StoredInstance]:
+    """The instances of a study (or of one of its series, or one instance), in series/instance order.
+
+    Raises NotFound naming the first UID that does not resolve (a series of
+    another study counts as not found).
+    """
+    query = _at_level(_select(), study_uid, series_uid, sop_uid)
+    query = query.order_by(Series.series_number, Series.id, Instance.instance_number, Instance.id)
+    found = _rows(query)
     if not found:
         raise NotFound(_missing(study_uid, series_uid, sop_uid))
     return found
+
+
+def find_retrieved(
+    store: InstanceStore, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
+) -> list[StoredInstance]:
+    """:func:`find_instances` for a client retrieving them: noted as read (the bounded store's LRU order)."""
+    found = find_instances(study_uid, series_uid, sop_uid)
+    store.note_reads(i.path for i in found)
+    return found
+
+
+def instances_by_id(
+    ids: list[int], study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
+) -> list[StoredInstance]:
+    """The instances with these row ids that lie at the level named (arrival order is the caller's)."""
+    if not ids:
+        return []
+    return _rows(_at_level(_select(), study_uid, series_uid, sop_uid).where(Instance.id.in_(ids)))
 
 
 def representative(instances: list[StoredInstance]) -> StoredInstance | None:

@@ -65,7 +65,9 @@ def body_length(boundary: str, parts: Iterable[FilePart | GeneratedPart]) -> int
     return total
 
 
-def stream_files(boundary: str, parts: Iterable[FilePart | GeneratedPart]) -> Iterator[bytes]:
+def stream_files(
+    boundary: str, parts: Iterable[FilePart | GeneratedPart], *, part_by_part: bool = False
+) -> Iterator[bytes]:
     """A multipart body with one part per file, each opened only when its part is reached.
 
     A study of any size needs one chunk of memory.  The body length was
@@ -73,7 +75,9 @@ def stream_files(boundary: str, parts: Iterable[FilePart | GeneratedPart]) -> It
     changed since (replaced meanwhile) aborts the response: a truncated body
     is detectable, a silently wrong one is not.  A :class:`GeneratedPart` is
     sent as it is produced, without a Content-Length of its own; an error
-    while producing it aborts the response the same way.
+    while producing it aborts the response the same way.  With
+    *part_by_part*, each part goes out whole before the next is asked for
+    (parts that arrive over time, e.g. a retrieval on a miss, are not held back).
     """
     pieces: list[bytes] = []
     held = 0
@@ -88,6 +92,9 @@ def stream_files(boundary: str, parts: Iterable[FilePart | GeneratedPart]) -> It
                     yield b"".join(pieces)
                     pieces, held = [], 0
             pending = b"\r\n"
+            if part_by_part and pieces:
+                yield b"".join(pieces)
+                pieces, held = [], 0
             continue
         try:
             fp = part.open()
@@ -114,6 +121,9 @@ def stream_files(boundary: str, parts: Iterable[FilePart | GeneratedPart]) -> It
                     yield b"".join(pieces)
                     pieces, held = [], 0
         pending = b"\r\n"
+        if part_by_part and pieces:
+            yield b"".join(pieces)
+            pieces, held = [], 0
     pieces.append(pending + closing(boundary))
     yield b"".join(pieces)
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
+from ..cache.query import AVAILABILITY, Merge, ReadThrough, Shortfall
 from ..index import catalog
 from ..index import query as engine
 
@@ -160,21 +161,46 @@ def parse(resource: str, params: Iterable[tuple[str, str]], path_uids: dict[str,
 PAGE = 500  # matches read from the database per step when no limit bounds the answer
 
 
+@dataclass
+class Answer:
+    """The matches of a search, whether the limit left some out, and the remotes that did not answer."""
+
+    matches: Iterator[dict[str, object]]
+    truncated: bool
+    shortfalls: list[Shortfall] = dataclasses.field(default_factory=list)
+
+
 def run(search: Search) -> tuple[Iterator[dict[str, object]], bool]:
-    """The matches and whether the limit left some out.
+    """The local matches of *search* and whether the limit left some out (see :func:`answer`)."""
+    found = answer(search)
+    return found.matches, found.truncated
+
+
+def answer(search: Search, read_through: ReadThrough | None = None) -> Answer:
+    """The matches (local, then those only the read-through remotes hold) and whether the limit left some out.
 
     With a limit, at most limit + 1 rows are read, to tell whether more
     exist.  Without one, matches are read a page at a time, each page whole
     within one call: a database cursor must stay on the thread that opened
     it, and a streaming response may resume on another worker thread.
-    QueryError is raised here, before any match is produced.
+    SearchError is raised here, before any match is produced; the remotes
+    are waited for here too (at most ``[cache].query_timeout``), so that the
+    shortfalls are known before the response starts.
     """
+    merge = None if read_through is None else Merge(search.query, read_through)
     first = _page(search.query, search.query.offset, PAGE if search.limit is None else search.query.limit)
     if search.limit is not None:
-        if len(first) > search.limit:
-            return iter(first[: search.limit]), True
-        return iter(first), False
-    return itertools.chain(first, _rest(search.query, len(first))), False
+        page = first if merge is None else list(merge.matches(first))
+        shortfalls = [] if merge is None else merge.shortfalls
+        return Answer(iter(page[: search.limit]), len(page) > search.limit, shortfalls)
+    local = itertools.chain(first, _rest(search.query, len(first)))
+    if merge is None:
+        return Answer(local, False)
+    if len(first) < PAGE:  # every local match is in hand: settle the remotes' part now
+        page = list(merge.matches(first))
+        return Answer(iter(page), False, merge.shortfalls)
+    merge.settle(len(first))
+    return Answer(merge.matches(local), False, merge.shortfalls)
 
 
 def _page(query: engine.Query, offset: int, limit: int | None) -> list[dict[str, object]]:
@@ -245,5 +271,6 @@ def to_json(match: dict[str, object], level: str, base_url: str) -> dict[str, An
     if level == "IMAGE":
         url += f"/instances/{match['SOPInstanceUID']}"
     out["00081190"] = {"vr": "UR", "Value": [url]}
-    out["00080056"] = {"vr": "CS", "Value": ["ONLINE"]}
+    # "" when the engine answered it (it is not an index column); NEARLINE from an upstream.
+    out["00080056"] = {"vr": "CS", "Value": [str(match.get(AVAILABILITY) or "ONLINE")]}
     return dict(sorted(out.items()))

@@ -13,9 +13,13 @@ from pynetdicom.sop_class import Verification
 
 from .. import metrics
 from ..context import NodeContext
+from ..index.db import database
+from ..index.figures import stored_syntaxes
 from ..statuses import SUCCESS
+from ..transcode.stored import StoredSyntaxes
 from ..uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
-from . import associations, qr, storage, wire
+from ..workers.slots import AssociationSlots
+from . import association_limit, associations, qr, storage, wire
 
 
 def build_ae(ctx: NodeContext) -> AE:
@@ -60,14 +64,42 @@ def handlers(ctx: NodeContext) -> list:
     ]
 
 
-def start(ctx: NodeContext):
-    """Start listening (non-blocking); returns the pynetdicom server."""
+def _load_stored_syntaxes() -> dict[str, frozenset[str]]:
+    try:
+        return stored_syntaxes()
+    finally:
+        database.close()  # the background thread's own connection
+
+
+def stored_syntaxes_hint(ctx: NodeContext) -> StoredSyntaxes:
+    """What the node stores each SOP class in, kept up to date by the ingest path (for C-GET negotiation)."""
+    hint = StoredSyntaxes(_load_stored_syntaxes)
+    ctx.ingest.add_index_hook(
+        lambda instance, _source: hint.add(instance.sop_class_uid, instance.transfer_syntax)
+    )
+    hint.refresh_in_background()
+    return hint
+
+
+def start(ctx: NodeContext, *, sock=None, slots: AssociationSlots | None = None):
+    """Start listening (non-blocking); returns the pynetdicom server.
+
+    A worker process passes the listening *sock* the supervisor bound and the
+    node-wide association *slots* (``max_associations`` counted over every worker).
+    """
     s = ctx.settings.dicom
+    hint = stored_syntaxes_hint(ctx)
+    ae = build_ae(ctx)
+    evt_handlers = handlers(ctx)
+    if slots is not None:
+        evt_handlers += association_limit.limit(ae, slots)
     return wire.serve(
-        build_ae(ctx),
+        ae,
         (s.host, s.port),
-        handlers(ctx),
+        evt_handlers,
         receiver=storage.Receiver(ctx, echo=count_echo),
         temp_path=ctx.store.temp_path,
         retrieve_uids=qr.RETRIEVE_MODELS,
+        stored_syntaxes=hint.of,
+        sock=sock,
     )

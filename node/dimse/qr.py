@@ -25,9 +25,9 @@ def add_contexts(ae: AE) -> None:
         # SCP role (role selection): accept that.
         cx.scu_role = cx.scp_role = True
         # pynetdicom accepts the first of *our* syntaxes the peer proposed, and
-        # implicit VR comes first in its list: getscu's single context
-        # [explicit, big endian, implicit] would then get our explicit-VR files
-        # re-encoded.  Explicit VR little endian first keeps the stored bytes.
+        # implicit VR comes first in its list: explicit VR little endian first
+        # for a peer sending to the node.  The contexts a C-GET requester takes
+        # the SCP role on follow the requester's order instead (wire.negotiation).
         if ExplicitVRLittleEndian in cx.transfer_syntax:
             rest = [ts for ts in cx.transfer_syntax if ts != ExplicitVRLittleEndian]
             cx.transfer_syntax = [ExplicitVRLittleEndian, *rest]

@@ -25,6 +25,7 @@ from ..statuses import (
     SUCCESS,
     UNABLE_TO_PROCESS,
 )
+from ..uids import valid_uid
 from .identifiers import root_of, to_query
 from .wire.retrieve_service import MAX_SUBOPERATIONS
 
@@ -44,6 +45,7 @@ class Progress:
     warning: int = 0
     failed_uids: tuple[str, ...] = ()
     comment: str = ""
+    transcoded: int = 0  # of the sub-operations, how many were sent converted (for the log line)
 
     @property
     def pending(self) -> bool:
@@ -62,6 +64,7 @@ class _Tally:
     failed: int = 0
     warning: int = 0
     failed_uids: list[str] = field(default_factory=list)
+    transcoded: int = 0
 
     @property
     def remaining(self) -> int:
@@ -76,6 +79,7 @@ class _Tally:
             self.warning,
             tuple(self.failed_uids),
             comment,
+            self.transcoded,
         )
 
     def final(self) -> Progress:
@@ -105,24 +109,13 @@ def suboperations(event, assoc, items: Sequence[Outgoing], *, what: str) -> Iter
     """
     tally = _Tally(len(items))
     last_pending = 0.0
-    originator = event.assoc.requestor.ae_title
-    message_id = event.request.MessageID
     for item in items:
         if event.is_cancelled:
             yield tally.progress(CANCELLED, f"{what} cancelled by the requester")
             return
         if not assoc.is_established:
             break
-        sent = store_one(assoc, item, originator_ae=originator, originator_id=message_id)
-        if sent.status == SUCCESS:
-            tally.completed += 1
-        elif sent.ok:
-            tally.warning += 1
-        else:
-            tally.failed += 1
-            tally.failed_uids.append(item.sop_uid)
-            reason = sent.error or f"status 0x{sent.status:04X}"
-            log.warning("%s of %s failed: %s", what, item.sop_uid, reason)
+        _store(event, assoc, item, tally, what)
         now = time.monotonic()
         if tally.remaining and now - last_pending >= PENDING_INTERVAL_S:
             last_pending = now
@@ -134,6 +127,99 @@ def suboperations(event, assoc, items: Sequence[Outgoing], *, what: str) -> Iter
     yield tally.final()
 
 
+def _store(event, assoc, item: Outgoing, tally: _Tally, what: str) -> None:
+    """One C-STORE sub-operation, counted in *tally*."""
+    sent = store_one(
+        assoc, item, originator_ae=event.assoc.requestor.ae_title, originator_id=event.request.MessageID
+    )
+    if sent.transcoded_to:
+        tally.transcoded += 1
+    if sent.status == SUCCESS:
+        tally.completed += 1
+    elif sent.ok:
+        tally.warning += 1
+    else:
+        tally.failed += 1
+        tally.failed_uids.append(item.sop_uid)
+        reason = sent.error or f"status 0x{sent.status:04X}"
+        log.warning("%s of %s failed: %s", what, item.sop_uid, reason)
+
+
+class Shortfall(Exception):
+    """Raised by an arriving-items iterator that ends short: *missing* UIDs, *count* instances in all."""
+
+    def __init__(self, message: str, count: int, missing: Sequence[str]) -> None:
+        super().__init__(message)
+        self.count = count
+        self.missing = tuple(missing)
+
+
+def suboperations_as_they_arrive(
+    event, assoc, items: Iterator[Outgoing], *, what: str, expected: int | None
+) -> Iterator[Progress]:
+    """C-STORE *items* as an iterator hands them over (a retrieval on a miss), then the final Progress.
+
+    *expected* is the announced count (None: not known), used for the
+    remaining count of pending responses.  An iterator that raises
+    :class:`Shortfall` adds its missing instances as failed sub-operations:
+    the final status is then 0xB000 (or 0xA702 if nothing went), never Success.
+    """
+    tally = _Tally(max(expected or 0, 1))
+    last_pending = 0.0
+    shortfall: Shortfall | None = None
+    lost = False
+    try:
+        for item in items:
+            if event.is_cancelled:
+                yield tally.progress(CANCELLED, f"{what} cancelled by the requester")
+                return
+            if not assoc.is_established:
+                lost = True
+                break
+            tally.total = max(tally.total, tally.completed + tally.failed + tally.warning + 1)
+            _store(event, assoc, item, tally, what)
+            now = time.monotonic()
+            if now - last_pending >= PENDING_INTERVAL_S:
+                last_pending = now
+                yield tally.progress(PENDING)
+    except Shortfall as exc:
+        shortfall = exc
+    done = tally.completed + tally.failed + tally.warning
+    if shortfall is not None:
+        tally.failed += len(shortfall.missing) or max(1, shortfall.count - done)
+        tally.failed_uids.extend(shortfall.missing)
+    elif lost:
+        tally.failed += max(1, (expected or 0) - done)
+    tally.total = tally.completed + tally.failed + tally.warning
+    final = tally.final()
+    yield tally.progress(final.status, str(shortfall)) if shortfall is not None else final
+
+
+def requested_study(event) -> tuple[str, str | None, str | None] | None:
+    """(study, series, instance) UIDs a C-MOVE / C-GET identifier names one by one, or None.
+
+    What a retrieval on a miss can look for upstream: one Study Instance
+    UID, and below it at most one series and one instance (no lists, no wildcards).
+    """
+    try:
+        identifier = event.identifier
+    except Exception:  # noqa: BLE001 - requested_instances reports it
+        return None
+    values: list[str | None] = []
+    for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+        value = identifier.get(keyword)
+        if value is None or value == "":
+            values.append(None)
+        elif isinstance(value, str):
+            values.append(value.strip())
+        else:
+            return None  # a list of UIDs
+    study, series, sop = values
+    if study is None or not all(valid_uid(v) for v in values if v is not None):
+        return None
+    return study, series, sop
+
+
 def requested_instances(event, store) -> list[Outgoing]:
     """The stored instances a C-MOVE / C-GET identifier names; QueryError if it cannot be answered."""
     try:
@@ -141,7 +227,9 @@ def requested_instances(event, store) -> list[Outgoing]:
     except Exception as exc:  # pydicom raises many types on a broken identifier
         raise QueryError(f"the identifier cannot be decoded: {exc}") from None
     query, _ = to_query(identifier, root_of(event.request.AffectedSOPClassUID), infer_level=True)
-    return [outgoing(store, ref) for ref in matching_instances(query)]
+    refs = matching_instances(query)
+    store.note_reads(ref.path for ref in refs)  # the bounded store's least-recently-used order
+    return [outgoing(store, ref) for ref in refs]
 
 
 def summary(progress: Progress) -> str:
@@ -150,4 +238,6 @@ def summary(progress: Progress) -> str:
         f"0x{progress.status:04X}: {progress.completed} completed, {progress.failed} failed, "
         f"{progress.warning} warning"
     )
+    if progress.transcoded:
+        text += f", {progress.transcoded} transcoded"
     return f"{text} ({progress.comment})" if progress.comment else text

@@ -123,7 +123,7 @@ def _entry(namer: Namer, store: InstanceStore, row: tuple) -> Entry:
 def entries(store: InstanceStore, accession: str) -> list[Entry]:
     """The archive entries of every local instance of *accession*, in series / instance order."""
     namer = Namer(accession)
-    rows = (
+    rows = list(
         Instance.select(*_COLUMNS)
         .join(Series)
         .join(Study)
@@ -131,6 +131,7 @@ def entries(store: InstanceStore, accession: str) -> list[Entry]:
         .order_by(Series.series_number, Series.series_uid, Instance.instance_number, Instance.sop_uid)
         .tuples()
     )
+    store.note_reads(row[6] for row in rows)  # the bounded store's least-recently-used order
     return [_entry(namer, store, row) for row in rows]
 
 

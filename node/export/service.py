@@ -403,44 +403,30 @@ class ExportService:
         return True
 
     def _transfer(self, work: _Work, remote, uids: list[str], cancel, zipped: dict) -> int:
-        """C-MOVE / C-GET each study, reporting progress; verify the count; return it."""
-        own_ae = self.settings.dicom.ae_title
-        announced = 0
-        failed = 0
-        statuses: set[int] = set()
-        for uid in uids:
-            done_before = work.received
+        """Retrieve the studies (the one retrieval engine), reporting progress; verify the count."""
 
-            def on_progress(p: retrieve.Progress, base: int = done_before) -> None:
-                # Buffered: the runner writes it to the row a few times a second.
-                work.save(received=base + p.completed + p.warning, bytes=zipped["bytes"])
+        def on_progress(received: int) -> None:
+            # Buffered: the runner writes it to the row a few times a second.
+            work.save(received=received, bytes=zipped["bytes"])
 
-            if remote.retrieve == "get":
-                progress = retrieve.get_study(
-                    remote, own_ae, uid, self.ctx.ingest, on_progress=on_progress, cancel=cancel
-                )
-            else:
-                progress = retrieve.move_study(remote, own_ae, uid, on_progress=on_progress, cancel=cancel)
-            announced += progress.completed + progress.failed + progress.warning
-            failed += progress.failed
-            if progress.status:
-                statuses.add(progress.status)
-            work.save(received=done_before + progress.completed + progress.warning)
-            if work.progress.cancelled:
-                raise _Stopped
-        have = archive.count_instances(uids)
-        expected = max(work.expected or 0, announced)
-        work.save(received=have)
+        result = retrieve.transfer(
+            remote,
+            self.settings.dicom.ae_title,
+            uids,
+            self.ctx.ingest,
+            on_progress=on_progress,
+            cancel=cancel,
+        )
         if work.progress.cancelled:
             raise _Stopped
-        if have == 0 or have < expected or failed:
-            operation = "C-GET" if remote.retrieve == "get" else "C-MOVE"
-            status = ", ".join(f"0x{code:04X}" for code in sorted(statuses)) or "0x0000"
+        have = archive.count_instances(uids)
+        expected = max(work.expected or 0, result.announced)
+        work.save(received=have)
+        if have == 0 or have < expected or result.failed:
             raise Failed(
                 PARTIAL,
-                f"retrieved {have} of {expected} instances of accession {work.accession!r} from "
-                f"{retrieve.describe(remote)} ({operation} status {status}, {failed} sub-operations "
-                "failed); no archive was made",
+                f"{result.shortfall(have, expected)} of accession {work.accession!r} from "
+                f"{retrieve.describe(remote)}; no archive was made",
             )
         return have
 

@@ -142,16 +142,26 @@ _UID_COLUMNS = {
 # -- step 1: the rows, and the journal -------------------------------------------
 
 
-def delete_rows(targets: Sequence[Target], fingerprint: Callable[[str], str]) -> Deleted:
+def delete_rows(
+    targets: Sequence[Target],
+    fingerprint: Callable[[str], str],
+    *,
+    within: Callable[[], bool] | None = None,
+) -> Deleted:
     """Delete *targets* from the index in one transaction, journaling their files.
 
     *fingerprint* maps a store-relative path to what the file is now (see
     the module docstring); it is called inside the transaction, so no
     instance can be indexed at that path between the reading and the delete.
+    *within*, when given, runs first in that transaction: False leaves
+    everything as it was (nothing deleted), and what it writes commits with
+    the deletion (the eviction checks there that the study may still go).
     """
     deleted = Deleted(targets=list(targets))
     now = utcnow()
     with write_transaction():
+        if within is not None and not within():
+            return deleted
         rows: dict[int, tuple] = {}
         for target in targets:
             for row in _instances(target).tuples():

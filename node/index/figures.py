@@ -164,3 +164,12 @@ def study_figures(study_uid: str) -> dict[str, SeriesFigures] | None:
         figures.bytes += int(size)
         figures.transfer_syntaxes[syntax] = figures.transfer_syntaxes.get(syntax, 0) + count
     return out
+
+
+def stored_syntaxes() -> dict[str, frozenset[str]]:
+    """The transfer syntaxes the index holds instances in, by SOP class (one scan of the instances)."""
+    by_class: dict[str, set[str]] = {}
+    query = Instance.select(Instance.sop_class_uid, Instance.transfer_syntax).distinct().tuples()
+    for sop_class, syntax in query:
+        by_class.setdefault(sop_class, set()).add(syntax)
+    return {sop_class: frozenset(syntaxes) for sop_class, syntaxes in by_class.items()}

@@ -64,6 +64,9 @@ class Study(BaseModel):
     # Bumped whenever an instance of the study is added, replaced or moved in
     # or out: caches built from the study (ZIP archives) compare against it.
     updated_at = peewee.DateTimeField(default=utcnow)
+    # The last read (WADO-RS, C-MOVE, C-GET, ZIP export), at most a minute late; NULL: never read.
+    # Eviction (node/cache/eviction.py) goes by the later of this and updated_at.
+    accessed_at = peewee.DateTimeField(null=True)
 
 
 @_catalogue("SERIES")

@@ -106,6 +106,11 @@ class JobRunner:
 
     # -- the public side ---------------------------------------------------------
 
+    @property
+    def stopping(self) -> bool:
+        """True once the node began to stop (no more claims; running jobs asked to stop)."""
+        return self._stopping.is_set()
+
     def wake(self) -> None:
         """A job was queued (or a slot freed): look for work now."""
         self._wake.set()

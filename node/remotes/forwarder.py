@@ -31,7 +31,7 @@ import datetime as dt
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from pynetdicom import Association
@@ -48,15 +48,17 @@ from ..jobs.public import iso
 from ..jobs.runner import JobRunner
 from ..statuses import NOT_AUTHORIZED, SOP_CLASS_NOT_SUPPORTED, is_out_of_resources
 from .sender import (
-    UNCOMPRESSED,
     NoAcceptedContext,
     Outgoing,
     Peer,
     SendError,
     Sent,
+    can_send,
     contexts_for,
     open_association,
+    outgoing,
     store_one,
+    transcoded_note,
 )
 
 log = logging.getLogger("node.forward")
@@ -144,13 +146,8 @@ class _Link:
 
 
 def has_context(assoc: Association, item: Outgoing) -> bool:
-    """The remote accepted a context this item can go over (its own syntax, or a fallback)."""
-    syntaxes = {
-        cx.transfer_syntax[0] for cx in assoc.accepted_contexts if cx.abstract_syntax == item.sop_class_uid
-    }
-    return item.transfer_syntax in syntaxes or bool(
-        item.transfer_syntax in UNCOMPRESSED and syntaxes & UNCOMPRESSED
-    )
+    """The remote accepted a context this item can go over (as stored, or converted)."""
+    return can_send(assoc, item)
 
 
 def _wanted(item: Outgoing) -> tuple[str, str]:
@@ -268,10 +265,7 @@ class ForwardWorker:
     # -- sending -------------------------------------------------------------
 
     def _send(self, batch: Sequence[Queued]) -> list[Settlement]:
-        items = [
-            Outgoing(self.ctx.store.absolute(q.path), q.sop_class_uid, q.sop_uid, q.transfer_syntax)
-            for q in batch
-        ]
+        items = [outgoing(self.ctx.store, q) for q in batch]
         self.status.sending = True
         try:
             return self._send_items(batch, items, retry_fresh=self._link is not None)
@@ -302,7 +296,11 @@ class ForwardWorker:
                 continue
             sent = store_one(link.assoc, item)
             link.last_used = time.monotonic()
-            if sent.status is None and (not link.assoc.is_established or has_context(link.assoc, item)):
+            if (
+                sent.status is None
+                and not sent.refused
+                and (not link.assoc.is_established or has_context(link.assoc, item))
+            ):
                 # No answer although it could be sent: the association broke (pynetdicom
                 # may not have marked it yet).
                 link.assoc.abort()
@@ -388,10 +386,11 @@ class ForwardWorker:
         done = ", ".join(f"{n} {names[k]}" for k, n in sorted(link.counts.items())) or "nothing sent"
         log.log(  # refused for good: an operator must act (dicom-node forward --retry)
             logging.WARNING if link.counts.get(FAILED) else logging.INFO,
-            "association %s to %s: %s; %s in %.2fs",
+            "association %s to %s: %s%s; %s in %.2fs",
             self.ctx.settings.dicom.ae_title,
             self.peer,
             done,
+            transcoded_note(link.assoc),
             ending,
             time.monotonic() - link.opened,
         )
@@ -435,6 +434,8 @@ class Forwarder:
         self.remotes = {r.name: r for r in ctx.settings.remotes if r.forward}
         self._workers: dict[str, ForwardWorker] = {}
         self._lock = threading.Lock()
+        # Set in a worker process (node/workers/): wakes the remote's worker in another process.
+        self.elsewhere: Callable[[str], None] | None = None
 
     def install(self) -> None:
         """Queue every stored instance for the forwarding remotes; register and queue their jobs."""
@@ -474,11 +475,17 @@ class Forwarder:
                 jobs.cancel(job.id, f"remote {job.key!r} no longer has forward = true")
 
     def wake(self, remote: str) -> None:
-        """Rows were queued for *remote*: its worker looks now, if it runs in this process."""
+        """Rows were queued for *remote*: wake its worker, here or (``elsewhere``) in another process."""
+        if not self.wake_here(remote) and self.elsewhere is not None:
+            self.elsewhere(remote)
+
+    def wake_here(self, remote: str) -> bool:
+        """Wake *remote*'s worker if it runs in this process; False if it does not."""
         with self._lock:
             worker = self._workers.get(remote)
         if worker is not None:
             worker.wake()
+        return worker is not None
 
     def status(self, remote: str) -> WorkerStatus | None:
         """The state of *remote*'s worker: this process's, else what its holder published."""

@@ -1,13 +1,19 @@
 """Retrieve studies from a remote: C-FIND by accession number, then C-MOVE or C-GET.
 
-- :func:`find_studies`: STUDY-level C-FIND (Study Root) keyed on
-  AccessionNumber, asking for NumberOfStudyRelatedInstances, so that the
-  caller knows which studies to pull and how many instances to expect.
+- :func:`find_studies` / :func:`find_study`: STUDY-level C-FIND (Study
+  Root) keyed on AccessionNumber or StudyInstanceUID, asking for
+  NumberOfStudyRelatedInstances, so that the caller knows which studies to
+  pull and how many instances to expect; :func:`list_instances`: the SOP
+  Instance UIDs a study holds there (what a partial retrieval misses).
 - :func:`move_study`: C-MOVE of one study to this node's own AE title; the
   instances arrive through the node's C-STORE SCP (and so the one ingest
   path), tagged with the remote they came from.
 - :func:`get_study`: C-GET of one study; the C-STOREs come back on the same
   association and go through :func:`node.ingest.ingest_file` here.
+- :func:`transfer`: the one retrieval engine: each study by the remote's
+  ``retrieve`` method, counts summed into a :class:`Transfer`.  The ZIP
+  export (by accession prefix) and the read-through cache (by Study Instance
+  UID, node/remotes/read_through.py) both retrieve through it.
 
 Failures raise :class:`RetrieveError`, whose message names the remote and the
 DICOM status.  A :class:`Cancel` lets another thread abort a retrieval (at
@@ -18,8 +24,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydicom.dataset import Dataset
@@ -161,43 +167,120 @@ def _comment(status: Dataset) -> str:
     return f": {comment}" if comment else ""
 
 
-def find_studies(remote: Remote, calling_ae: str, accession: str) -> list[StudyMatch]:
-    """The studies *remote* holds for *accession* (exact match), with their instance counts."""
-    query = Dataset()
-    query.QueryRetrieveLevel = "STUDY"
-    query.AccessionNumber = accession
-    query.StudyInstanceUID = ""
-    query.NumberOfStudyRelatedInstances = ""
+def find(
+    remote: Remote,
+    calling_ae: str,
+    identifier: Dataset,
+    *,
+    timeout: float | None = None,
+    cancel: Cancel | None = None,
+    release_later: bool = False,
+    what: str = "",
+) -> Iterator[Dataset]:
+    """C-FIND *identifier* at *remote* (Study Root); yields each matching identifier.
+
+    The one C-FIND SCU: the export's accession look-up and the read-through
+    query (:mod:`node.cache.query`) both ask through it.  *timeout* bounds
+    the connection, the association and each response; *cancel* lets
+    another thread abort the association.  *release_later*: the association
+    is released on another thread, so that the answer is complete as soon as
+    the final response is in (the A-RELEASE round trip is a third of a
+    query's time on loopback).  Raises RetrieveError naming the remote and
+    the DICOM status (and *what* was asked) when the remote cannot be reached
+    or refuses.
+    """
     model = StudyRootQueryRetrieveInformationModelFind
-    assoc = _associate(remote, calling_ae, [build_context(model)], None)
-    matches: dict[str, StudyMatch] = {}
+    limits = {} if timeout is None else {"timeout": timeout}
+    assoc = _associate(remote, calling_ae, [build_context(model)], cancel, **limits)
+    if timeout is not None:
+        assoc.dimse_timeout = timeout
     try:
-        for status, identifier in assoc.send_c_find(query, model):
+        for status, found in assoc.send_c_find(identifier, model):
             if not status or "Status" not in status:
+                if cancel is not None and cancel.cancelled:
+                    raise RetrieveError(f"C-FIND at {describe(remote)} interrupted")
                 raise RetrieveError(
                     f"{describe(remote)}: no C-FIND response (association aborted or timed out)"
                 )
             code = int(status.Status)
             if is_pending(code):
-                if identifier is None:
-                    continue
-                uid = str(identifier.get("StudyInstanceUID", "") or "").strip()
-                found = str(identifier.get("AccessionNumber", accession) or "").strip()
-                if uid and found == accession:
-                    count = identifier.get("NumberOfStudyRelatedInstances")
-                    try:
-                        expected = int(count) if count not in (None, "") else None
-                    except (TypeError, ValueError):
-                        expected = None
-                    matches[uid] = StudyMatch(uid, expected)
+                if found is not None:
+                    yield found
             elif code != SUCCESS:
+                asked = f" for {what}" if what else ""
                 raise RetrieveError(
-                    f"{describe(remote)} refused the C-FIND for accession {accession!r}: status "
-                    f"{status_text(code)}{_comment(status)}"
+                    f"{describe(remote)} refused the C-FIND{asked}: "
+                    f"status {status_text(code)}{_comment(status)}"
                 )
     finally:
-        _close(assoc, None)
+        if release_later:
+            if cancel is not None:
+                cancel.detach(assoc)  # a later cancel must not abort a release under way
+            threading.Thread(target=_close, args=(assoc, None), name="c-find-release", daemon=True).start()
+        else:
+            _close(assoc, cancel)
+
+
+def _find(remote: Remote, calling_ae: str, query: Dataset, what: str) -> list[Dataset]:
+    """Every identifier a Study Root C-FIND of *query* returns; RetrieveError naming *what* on failure."""
+    return list(find(remote, calling_ae, query, what=what))
+
+
+def _text(identifier: Dataset, keyword: str) -> str:
+    return str(identifier.get(keyword, "") or "").strip()
+
+
+def _count(identifier: Dataset) -> int | None:
+    count = identifier.get("NumberOfStudyRelatedInstances")
+    try:
+        return int(count) if count not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _study_query(**keys: str) -> Dataset:
+    query = Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    query.StudyInstanceUID = ""
+    for keyword, value in keys.items():
+        setattr(query, keyword, value)
+    query.NumberOfStudyRelatedInstances = ""
+    return query
+
+
+def find_studies(remote: Remote, calling_ae: str, accession: str) -> list[StudyMatch]:
+    """The studies *remote* holds for *accession* (exact match), with their instance counts."""
+    matches: dict[str, StudyMatch] = {}
+    for identifier in _find(
+        remote, calling_ae, _study_query(AccessionNumber=accession), f"accession {accession!r}"
+    ):
+        uid = _text(identifier, "StudyInstanceUID")
+        found = str(identifier.get("AccessionNumber", accession) or "").strip()
+        if uid and found == accession:
+            matches[uid] = StudyMatch(uid, _count(identifier))
     return list(matches.values())
+
+
+def find_study(remote: Remote, calling_ae: str, study_uid: str) -> StudyMatch | None:
+    """The study *study_uid* if *remote* holds it (with its instance count), else None."""
+    query = _study_query(StudyInstanceUID=study_uid)
+    for identifier in _find(remote, calling_ae, query, f"study {study_uid}"):
+        if _text(identifier, "StudyInstanceUID") == study_uid:
+            return StudyMatch(study_uid, _count(identifier))
+    return None
+
+
+def list_instances(remote: Remote, calling_ae: str, study_uid: str) -> dict[str, str]:
+    """SOP Instance UID -> Series Instance UID of what *remote* holds in the study (IMAGE-level C-FIND)."""
+    query = Dataset()
+    query.QueryRetrieveLevel = "IMAGE"
+    query.StudyInstanceUID = study_uid
+    query.SeriesInstanceUID = ""
+    query.SOPInstanceUID = ""
+    found = _find(remote, calling_ae, query, f"the instances of study {study_uid}")
+    return {
+        _text(i, "SOPInstanceUID"): _text(i, "SeriesInstanceUID") for i in found if _text(i, "SOPInstanceUID")
+    }
 
 
 def _sent(send, remote: Remote, *args):
@@ -307,3 +390,58 @@ def get_study(
         return _follow(responses, remote, "C-GET", on_progress, cancel)
     finally:
         _close(assoc, cancel)
+
+
+@dataclass
+class Transfer:
+    """What the remote reported for the studies of one retrieval."""
+
+    operation: str  # "C-MOVE" or "C-GET"
+    announced: int = 0  # completed + failed + warning sub-operations
+    failed: int = 0
+    statuses: set[int] = field(default_factory=set)
+
+    def shortfall(self, have: int, expected: int) -> str:
+        """How a retrieval that fell short is described: counts, the remote's statuses."""
+        status = ", ".join(f"0x{code:04X}" for code in sorted(self.statuses)) or "0x0000"
+        return (
+            f"retrieved {have} of {expected} instances ({self.operation} status {status}, "
+            f"{self.failed} sub-operations failed)"
+        )
+
+
+def transfer(
+    remote: Remote,
+    own_ae: str,
+    study_uids: list[str],
+    ingest: Ingest,
+    *,
+    on_progress: Callable[[int], None] | None = None,
+    cancel: Cancel | None = None,
+) -> Transfer:
+    """Retrieve each study from *remote* (C-MOVE to *own_ae*, or C-GET); report instances received.
+
+    *on_progress* is given the running count of instances the remote says it
+    sent (completed + warning); it is called from this thread.
+    """
+    result = Transfer("C-GET" if remote.retrieve == "get" else "C-MOVE")
+    received = 0
+    for uid in study_uids:
+        base = received
+
+        def progressed(p: Progress, base: int = base) -> None:
+            if on_progress:
+                on_progress(base + p.completed + p.warning)
+
+        if remote.retrieve == "get":
+            p = get_study(remote, own_ae, uid, ingest, on_progress=progressed, cancel=cancel)
+        else:
+            p = move_study(remote, own_ae, uid, on_progress=progressed, cancel=cancel)
+        received = base + p.completed + p.warning
+        result.announced += p.completed + p.failed + p.warning
+        result.failed += p.failed
+        if p.status:
+            result.statuses.add(p.status)
+        if cancel is not None and cancel.cancelled:
+            break
+    return result

@@ -37,7 +37,16 @@ from ..jobs.runner import JobRunner
 from ..statuses import is_out_of_resources, status_text
 from ..uids import valid_uid
 from .forwarder import backoff_s, has_context, is_accepted, is_permanent
-from .sender import NoAcceptedContext, Outgoing, Peer, SendError, contexts_for, open_association, store_one
+from .sender import (
+    NoAcceptedContext,
+    Peer,
+    SendError,
+    contexts_for,
+    open_association,
+    outgoing,
+    store_one,
+    transcoded_note,
+)
 
 log = logging.getLogger("node.send")
 
@@ -45,6 +54,7 @@ log = logging.getLogger("node.send")
 def describe(remote: Remote) -> str:
     """How messages name a remote: its config name and its address (as retrieval's do)."""
     return f"remote {remote.name!r} ({Peer(remote.ae_title, remote.host, remote.port)})"
+
 
 KIND = "send"
 PAGE = 500  # instances per association
@@ -217,10 +227,7 @@ class SendJobs:
         last_attempt: bool = False,
     ) -> None:
         """C-STORE *rows* over one association, settling each in *tally*; raise _Outage if cut short."""
-        items = [
-            Outgoing(self.ctx.store.absolute(r.path), r.sop_class_uid, r.sop_uid, r.transfer_syntax)
-            for r in rows
-        ]
+        items = [outgoing(self.ctx.store, r) for r in rows]
         settings = self.ctx.settings
         try:
             assoc = open_association(
@@ -247,7 +254,11 @@ class SendJobs:
                 sent = store_one(assoc, item)
                 if progress.cancelled:
                     raise Interrupted  # its answer may be lost to the abort: sent again on resume
-                if sent.status is None and (not assoc.is_established or has_context(assoc, item)):
+                if (
+                    sent.status is None
+                    and not sent.refused
+                    and (not assoc.is_established or has_context(assoc, item))
+                ):
                     raise _Outage(sent.error or "association lost")
                 if sent.status is not None and is_out_of_resources(sent.status):
                     raise _Outage(f"out of resources, status {status_text(sent.status)}")
@@ -266,11 +277,20 @@ class SendJobs:
                         tally.transient = f"{row.sop_uid}: {error}"
                 self._report(tally, progress)
         finally:
+            ending = "released" if assoc.is_established else "aborted"
             if assoc.is_established:
                 try:
                     assoc.release()
                 except Exception:  # noqa: BLE001 - closing a dead link must not fail
                     assoc.abort()
+            log.info(
+                "association %s to %s: %d instance(s)%s; %s",
+                settings.dicom.ae_title,
+                remote.name,
+                len(rows),
+                transcoded_note(assoc),
+                ending,
+            )
 
     @staticmethod
     def _settle(tally: _Tally, row: Held, first_pass: bool) -> None:

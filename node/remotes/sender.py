@@ -3,34 +3,41 @@
 C-MOVE, C-GET's sub-operations use :func:`store_one` on their own
 association; C-MOVE, the ``/forward`` gateway and store-and-forward open an
 association with :func:`open_association` and send a batch with
-:func:`send_batch`.  Each instance goes out as the stored bytes (no
-re-encoding) when the peer accepts its stored transfer syntax; an
-uncompressed instance falls back to explicit or implicit little endian,
-which costs one decode.
+:func:`send_batch`.
+
+What goes out follows :mod:`node.transcode.negotiate`, the same rules for
+every door: the stored bytes (no re-encoding) whenever the peer accepted
+the stored transfer syntax; else a conversion to the syntax the peer
+prefers among those the node can produce without loss (explicit or
+implicit VR little endian for an uncompressed instance only changes the
+encoding; a compressed one is decoded frame by frame into a temp file that
+is deleted once sent).  As a requestor the node proposes the stored syntax,
+explicit and implicit VR little endian in separate presentation contexts
+(:func:`contexts_for`), so a peer that takes only the default syntax still
+gets every instance.  Each conversion is recorded on :class:`Sent`, counted
+(``dicom_node_transcoded_total``) and summed per association
+(:func:`transcoded`) for the door's association log line.
 """
 
 from __future__ import annotations
 
 import logging
+import tempfile
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydicom import dcmread
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, Association, build_context
 from pynetdicom.presentation import PresentationContext
 
+from .. import metrics
 from ..dimse import wire
 from ..statuses import is_ok
+from ..transcode import Action, Plan, TranscodeError, plan, requestor_syntaxes, transcode_file
 
 log = logging.getLogger(__name__)
 
-UNCOMPRESSED = {
-    ImplicitVRLittleEndian,
-    ExplicitVRLittleEndian,
-    "1.2.840.10008.1.2.2",  # explicit VR big endian (retired)
-}
 MAX_CONTEXTS = 128  # PS3.8: at most 128 presentation contexts per association
 CONNECT_TIMEOUT_S = 5.0
 
@@ -67,15 +74,26 @@ class Outgoing:
     sop_class_uid: str
     sop_uid: str
     transfer_syntax: str
+    # Where a conversion for a peer is written (the store's temp folder: same disk, same space guard).
+    tmp_dir: Path | None = None
 
 
 @dataclass(frozen=True)
 class Sent:
-    """The remote's answer for one instance: its DIMSE status, or None if none came."""
+    """The remote's answer for one instance: its DIMSE status, or None if none came.
+
+    *refused*: not sent for a reason of the node's own that retrying on
+    this association will not change (no accepted context can carry it, it
+    cannot be converted); without it a missing status means the association
+    failed.  *transcoded_to*: the transfer syntax it was converted to, ""
+    when the stored bytes went out.
+    """
 
     item: Outgoing
     status: int | None
     error: str = ""
+    refused: bool = False
+    transcoded_to: str = ""
 
     @property
     def ok(self) -> bool:
@@ -84,24 +102,25 @@ class Sent:
 
 
 def contexts_for(items: Iterable[Outgoing]) -> list[PresentationContext]:
-    """Presentation contexts for *items*: each SOP class with its stored transfer syntaxes.
+    """Presentation contexts for *items*: one per SOP class and transfer syntax.
 
-    Uncompressed data also offers explicit and implicit little endian, so a
-    peer that takes only the default syntax still gets it.
+    For each instance the stored syntax, explicit and implicit VR little
+    endian (:func:`node.transcode.requestor_syntaxes`), each in a context of
+    its own: a peer accepts one syntax per context, so separate contexts let
+    it take the stored bytes and still have the default to fall back on.
+    The stored syntaxes of all items come first, so that the fallbacks are
+    what is cut when the 128 contexts of PS3.8 do not suffice.
     """
-    wanted: dict[str, list[str]] = {}
+    stored: list[tuple[str, str]] = []
+    fallbacks: list[tuple[str, str]] = []
     for item in items:
-        syntaxes = wanted.setdefault(item.sop_class_uid, [])
-        candidates = [item.transfer_syntax]
-        if item.transfer_syntax in UNCOMPRESSED:
-            candidates += [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
-        for ts in candidates:
-            if ts not in syntaxes:
-                syntaxes.append(ts)
-    contexts = [build_context(sop, ts) for sop, ts in wanted.items()]
-    if len(contexts) > MAX_CONTEXTS:
-        log.warning("%d SOP classes to send; proposing the first %d", len(contexts), MAX_CONTEXTS)
-    return contexts[:MAX_CONTEXTS]
+        first, *rest = requestor_syntaxes(item.transfer_syntax)
+        stored.append((item.sop_class_uid, first))
+        fallbacks.extend((item.sop_class_uid, ts) for ts in rest)
+    pairs = list(dict.fromkeys(stored + fallbacks))  # in order, once each
+    if len(pairs) > MAX_CONTEXTS:
+        log.warning("%d presentation contexts to propose; proposing the first %d", len(pairs), MAX_CONTEXTS)
+    return [build_context(sop, ts) for sop, ts in pairs[:MAX_CONTEXTS]]
 
 
 def open_association(
@@ -149,12 +168,54 @@ def open_association(
     return assoc
 
 
-def _accepted_syntaxes(assoc: Association, sop_class: str) -> set[str]:
-    return {
-        cx.transfer_syntax[0]
-        for cx in assoc.accepted_contexts
-        if cx.abstract_syntax == sop_class and cx.transfer_syntax
-    }
+def accepted_syntaxes(assoc: Association, sop_class: str) -> list[str]:
+    """The transfer syntaxes *assoc* accepted for *sop_class*, in context order (the proposer's)."""
+    contexts = sorted(assoc.accepted_contexts, key=lambda cx: cx.context_id or 0)
+    out: list[str] = []
+    for cx in contexts:
+        if cx.abstract_syntax == sop_class and cx.transfer_syntax and cx.transfer_syntax[0] not in out:
+            out.append(str(cx.transfer_syntax[0]))
+    return out
+
+
+def plan_for(assoc: Association, item: Outgoing) -> Plan:
+    """How *item* would go out on *assoc*: as stored, converted to a syntax, or not at all."""
+    accepted = accepted_syntaxes(assoc, item.sop_class_uid)
+    if not accepted:
+        return Plan(Action.CANNOT, reason=f"the peer accepted no context for SOP class {item.sop_class_uid}")
+    verdict = plan(item.transfer_syntax, accepted)
+    if verdict.action is Action.CANNOT:
+        # "does not accept": the /forward gateway reads it as "no context" (0x0122).
+        why = f"the peer does not accept transfer syntax {item.transfer_syntax} for {item.sop_class_uid}"
+        return Plan(Action.CANNOT, reason=f"{why} ({', '.join(accepted)} accepted): {verdict.reason}")
+    return verdict
+
+
+def can_send(assoc: Association, item: Outgoing) -> bool:
+    """Could *item* go out on *assoc* (as stored or converted)?"""
+    return plan_for(assoc, item).action is not Action.CANNOT
+
+
+def transcoded(assoc: Association) -> dict[str, int]:
+    """How many instances were converted on *assoc* so far, by target transfer syntax."""
+    return dict(getattr(assoc, "_node_transcoded", {}))
+
+
+def transcoded_note(assoc: Association) -> str:
+    """``", 2 transcoded (2 to 1.2.840.10008.1.2)"`` for an association log line, or ""."""
+    counts = transcoded(assoc)
+    if not counts:
+        return ""
+    detail = ", ".join(f"{n} to {ts}" for ts, n in sorted(counts.items()))
+    return f", {sum(counts.values())} transcoded ({detail})"
+
+
+def _count_transcoded(assoc: Association, target: str) -> None:
+    counts = getattr(assoc, "_node_transcoded", None)
+    if counts is None:
+        counts = assoc._node_transcoded = {}
+    counts[target] = counts.get(target, 0) + 1
+    metrics.transcoded(target)
 
 
 def store_one(
@@ -164,27 +225,55 @@ def store_one(
     originator_ae: str = "",
     originator_id: int | None = None,
 ) -> Sent:
-    """C-STORE one stored instance on an established association (sender or C-GET's)."""
-    accepted = _accepted_syntaxes(assoc, item.sop_class_uid)
-    if not accepted:
-        return Sent(item, None, f"the peer accepted no context for SOP class {item.sop_class_uid}")
+    """C-STORE one stored instance on an established association (sender or C-GET's).
+
+    The one place that decides how an instance goes out (see the module
+    docstring): as stored when accepted, else converted, else refused.
+    """
+    verdict = plan_for(assoc, item)
+    if verdict.action is Action.CANNOT:
+        return Sent(item, None, verdict.reason, refused=True)
     originator = {"originator_ae": originator_ae, "originator_id": originator_id}
-    try:
-        # The one place that decides how an instance goes out; a transcoder for
-        # peers that take none of its stored syntax would be called here.
-        if item.transfer_syntax in accepted:
-            # Stored bytes as they are, streamed from the file.
-            status, comment = wire.send_file(
+    if verdict.action is Action.AS_STORED:
+        return _sent(
+            item,
+            lambda: wire.send_file(
                 assoc, item.path, item.sop_class_uid, item.sop_uid, item.transfer_syntax, **originator
-            )
-        elif item.transfer_syntax in UNCOMPRESSED:
-            status, comment = wire.send_dataset(assoc, dcmread(item.path), **originator)
-        else:
-            return Sent(
-                item,
-                None,
-                f"the peer does not accept transfer syntax {item.transfer_syntax} for {item.sop_class_uid}",
-            )
+            ),
+        )
+    target = verdict.syntax
+    started = time.perf_counter()
+    try:
+        converted = transcode_file(
+            item.path, item.transfer_syntax, target, item.tmp_dir or Path(tempfile.gettempdir())
+        )
+    except TranscodeError as exc:  # the door logs the reason with its outcome
+        return Sent(item, None, f"cannot be converted for the peer: {exc}", refused=True)
+    except OSError as exc:
+        # A missing file will not come back; a full temp folder may clear: not refused, retried.
+        refused = isinstance(exc, FileNotFoundError)
+        return Sent(item, None, f"cannot be converted for the peer: {exc}", refused=refused)
+    log.debug(
+        "%s converted from %s to %s in %.1f ms",
+        item.sop_uid,
+        item.transfer_syntax,
+        target,
+        (time.perf_counter() - started) * 1000,
+    )
+    try:
+        sent = _sent(
+            item,
+            lambda: wire.send_file(assoc, converted, item.sop_class_uid, item.sop_uid, target, **originator),
+        )
+    finally:
+        converted.unlink(missing_ok=True)
+    _count_transcoded(assoc, target)
+    return Sent(item, sent.status, sent.error, sent.refused, transcoded_to=target)
+
+
+def _sent(item: Outgoing, send: Callable[[], tuple[int | None, str]]) -> Sent:
+    try:
+        status, comment = send()
     except Exception as exc:  # noqa: BLE001 - any failure is this instance's failure
         return Sent(item, None, f"sending failed: {exc}")
     if status is None:
@@ -207,6 +296,7 @@ def send_batch(
     if not items:
         return results
     assoc = open_association(peer, calling_ae, contexts_for(items))
+    started = time.monotonic()
     try:
         for item in items:
             if should_stop and should_stop():
@@ -218,16 +308,29 @@ def send_batch(
             if not assoc.is_established:
                 break
     finally:
+        ending = "released" if assoc.is_established else "aborted"
         if assoc.is_established:
             assoc.release()
+        done = sum(1 for s in results if s.ok)
+        log.info(
+            "association %s to %s: %d of %d accepted%s; %s in %.2fs",
+            calling_ae,
+            peer,
+            done,
+            len(results),
+            transcoded_note(assoc),
+            ending,
+            time.monotonic() - started,
+        )
     return results
 
 
 def outgoing(store, instance) -> Outgoing:
-    """The :class:`Outgoing` for an index ``Instance`` row held in *store*."""
+    """The :class:`Outgoing` for an index row held in *store* (an ``Instance``, an outbox or send-job row)."""
     return Outgoing(
         path=store.absolute(instance.path),
         sop_class_uid=instance.sop_class_uid,
         sop_uid=instance.sop_uid,
         transfer_syntax=instance.transfer_syntax,
+        tmp_dir=store.tmp,
     )

@@ -1,4 +1,4 @@
-"""``GET /health``: status, version, counts, free space and uptime.
+"""``GET /health``: status, version, counts, free space, the store's bounds and uptime.
 
 ``status`` is ``"degraded"`` (still HTTP 200: the node answers queries and
 retrievals) while new data is refused: free space below
@@ -19,7 +19,8 @@ from starlette.routing import Route
 from .. import __version__
 from ..context import NodeContext
 from ..index import outbox
-from ..index.figures import counts
+from ..index.eviction import evicted_count
+from ..index.figures import counts, recent_store_totals
 
 # How long an instance refused for want of space keeps the node "degraded".
 RECENT_FULL_S = 60.0
@@ -36,6 +37,17 @@ def degraded_reason(ctx: NodeContext) -> str:
     return ""
 
 
+def storage_figures(ctx: NodeContext) -> dict:
+    """Bytes stored against ``[storage].max_bytes`` (0: unbounded) and the studies evicted so far."""
+    s = ctx.settings.storage
+    return {
+        "bytes_used": recent_store_totals().bytes,
+        "max_bytes": s.max_bytes,
+        "max_age_days": s.max_age_days,
+        "evicted_studies": evicted_count(),
+    }
+
+
 async def health(request: Request) -> JSONResponse:
     ctx: NodeContext = request.app.state.ctx
     reason = await run_in_threadpool(degraded_reason, ctx)
@@ -49,6 +61,7 @@ async def health(request: Request) -> JSONResponse:
             "uptime_s": round(time.time() - ctx.started_at, 3),
             "counts": await run_in_threadpool(counts),
             "space": await run_in_threadpool(ctx.space.status),
+            "storage": await run_in_threadpool(storage_figures, ctx),
             "outbox": await run_in_threadpool(outbox.totals),
         }
     )

@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from ..cache.query import ReadThrough
 from ..dicomweb import accept, search
 from .access_log import note
 from .wado import dicomweb_base, error
@@ -25,23 +26,38 @@ def endpoint(resource: str):
         try:
             accept.choose_json(request.headers.get("accept"))
             parsed = search.parse(resource, request.query_params.multi_items(), dict(request.path_params))
-            matches, truncated = await run_in_threadpool(search.run, parsed)
+            read_through = ReadThrough.from_settings(request.app.state.ctx.settings)
+            found = await run_in_threadpool(search.answer, parsed, read_through)
         except accept.NotAcceptable as exc:
             return error(406, str(exc))
         except search.SearchError as exc:
             note(request, str(exc))
             return error(400, str(exc))
-        headers = {}
-        if truncated:
+        # PS3.18 8.3.4.4 / RFC 7234 5.5: one Warning header, its warnings comma-separated.
+        warnings = []
+        if found.truncated:
             note(request, f"truncated at the limit of {parsed.limit}")
-            headers["Warning"] = (
-                f'299 {request.url.hostname}: "There are more matches than the limit of {parsed.limit}:'
+            warnings.append(
+                f'299 {request.url.hostname} "There are more matches than the limit of {parsed.limit}:'
                 ' ask again with a larger offset"'
             )
-        body = search.encode(matches, parsed.level, dicomweb_base(request))
+        if found.shortfalls:
+            names = ", ".join(s.remote for s in found.shortfalls)
+            note(request, "partial: " + "; ".join(str(s) for s in found.shortfalls))
+            warnings.append(
+                f'299 {request.url.hostname} "Partial answer: the read-through remote(s) {names}'
+                f' did not answer ({_quoted("; ".join(str(s) for s in found.shortfalls))})"'
+            )
+        headers = {"Warning": ", ".join(warnings)} if warnings else {}
+        body = search.encode(found.matches, parsed.level, dicomweb_base(request))
         return StreamingResponse(body, media_type=accept.DICOM_JSON, headers=headers)
 
     return handle
+
+
+def _quoted(text: str) -> str:
+    """*text* safe inside an HTTP quoted-string (no quotes, backslashes or control characters)."""
+    return "".join(c if c.isascii() and c.isprintable() and c not in '"\\' else "'" for c in text)[:300]
 
 
 routes = [

@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from ..dicomweb import accept
 from ..dicomweb.frames import FrameError, open_frames, parse_frame_list
-from ..dicomweb.instances import NotFound, StoredInstance, find_instances, representative
+from ..dicomweb.instances import NotFound, StoredInstance, find_instances, find_retrieved, representative
 from ..store import InstanceStore
 from ..transcode.codec import CodecError, PixelFormat
 from ..transcode.render import (
@@ -97,7 +97,8 @@ async def rendered(request: Request) -> Response:
                 raise FrameError("a rendered frame is one frame: ask for one number")
             number = numbers[0]
         p = request.path_params
-        (inst,) = await run_in_threadpool(find_instances, p["study"], p["series"], p["instance"])
+        store = request.app.state.ctx.store
+        (inst,) = await run_in_threadpool(find_retrieved, store, p["study"], p["series"], p["instance"])
     except accept.NotAcceptable as exc:
         return error(406, str(exc))
     except (RenderError, FrameError) as exc:
@@ -112,6 +113,7 @@ async def thumbnail(request: Request) -> Response:
     p = request.path_params
     try:
         options = await _options(request, THUMBNAIL_VIEWPORT)
+        # Not a read for the bounded store: a study list shows every study's thumbnail.
         instances = await run_in_threadpool(find_instances, p["study"], p.get("series"), p.get("instance"))
     except accept.NotAcceptable as exc:
         return error(406, str(exc))

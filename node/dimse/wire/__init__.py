@@ -21,6 +21,9 @@ hook                   pynetdicom internal it replaces                          
                        no patient data in pynetdicom's log
 ``retrieve``           ``association.uid_to_service_class``: C-MOVE / C-GET to    when serving
                        the node's handlers (:mod:`.retrieve_service`)             (function)
+``negotiation``        ``acse.negotiate_as_acceptor``: the transfer syntax of the  when serving
+                       storage contexts a C-GET requester takes the SCP role on   (function)
+                       is the requester's preference (:mod:`.negotiation`)
 ``listener``           backlog 128, kernel send/receive timeouts, TCP_NODELAY     when serving
                        (socket API only)                                          (safety)
 ``contexts``           the supported contexts' ``_transfer_syntax`` lists share    when serving
@@ -61,7 +64,7 @@ from pathlib import Path
 
 from pynetdicom import _config
 
-from . import direct, inbound, reactor, reader, retrieve_service, validation
+from . import direct, inbound, negotiation, reactor, reader, retrieve_service, validation
 from .codec import error_comment
 from .inbound import Receiver
 from .limits import advertised_max_pdu
@@ -122,6 +125,7 @@ def installed() -> dict[str, bool]:
         "inbound": inbound.installed(),
         "settings": _config.STORE_RECV_CHUNKED_DATASET and _config.STORE_SEND_CHUNKED_DATASET,
         "retrieve": retrieve_service.installed(),
+        "negotiation": negotiation.installed(),
         "fast_read": reader.installed() and reader.fast(),
         "fast_store": inbound.installed() and fast,
         "direct": fast,

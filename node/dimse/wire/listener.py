@@ -6,6 +6,11 @@
   data PDU would otherwise wait for the peer's delayed ACK) and a timeout of
   ``network_timeout`` for sends, so that a peer that stops reading cannot
   hold a thread for ever; reads are bounded by :mod:`.reader`.
+- A worker process (node/workers/) serves on a listening socket the
+  supervisor bound and handed down (:func:`serve` with *sock*): several
+  processes accept from one socket, so it is non-blocking (a connection
+  another worker took must not stall this one's accept loop) and closing it
+  never shuts it down for the others.
 - Each association the node accepts carries the node's receiver (what to do
   with a C-STORE, a C-ECHO, a data set that could not be written) and, with
   the fast path on, its fast handlers and wake-up event.
@@ -15,12 +20,15 @@ from __future__ import annotations
 
 import socket
 import struct
+import threading
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from pathlib import Path
 
 from pynetdicom import AE, evt
+from pynetdicom.transport import ThreadedAssociationServer
 
-from . import fast_store, inbound, reactor, reader, retrieve_service
+from . import fast_store, inbound, negotiation, reactor, reader, retrieve_service
 
 BACKLOG = 128
 
@@ -86,17 +94,51 @@ def serve(
     receiver: inbound.Receiver,
     temp_path: Callable[[], Path],
     retrieve_uids: Iterable[str],
+    stored_syntaxes: negotiation.StoredOf | None = None,
+    sock: socket.socket | None = None,
 ):
-    """Start *ae* listening on *address* (non-blocking); returns pynetdicom's server."""
+    """Start *ae* listening on *address* (or the bound *sock*), non-blocking; returns the server.
+
+    *stored_syntaxes(sop_class)*: the transfer syntaxes the node stores a SOP
+    class in (or None), for the storage contexts of C-GET requesters.
+    """
     retrieve_service.install(frozenset(str(uid) for uid in retrieve_uids))
+    negotiation.install(stored_syntaxes)
     handlers = [
         (evt.EVT_CONN_OPEN, _on_open, [receiver, temp_path]),
         (evt.EVT_CONN_CLOSE, _on_close),
         *evt_handlers,
     ]
     share_transfer_syntaxes(ae)
-    server = ae.start_server(address, block=False, evt_handlers=handlers)
+    if sock is None:
+        server = ae.start_server(address, block=False, evt_handlers=handlers)
+    else:
+        server = _serve_on(ae, sock, handlers)
     server.socket.listen(BACKLOG)
     if reader.fast():
         reactor.tune_server(server)
+    return server
+
+
+def _serve_on(ae: AE, sock: socket.socket, handlers: list):
+    """``ae.start_server(block=False)`` on a socket bound by another process (the supervisor)."""
+
+    class SharedSocketServer(ThreadedAssociationServer):
+        def server_bind(self) -> None:
+            self.socket.close()  # the one socketserver made: serve on the inherited one
+            self.socket = sock
+            sock.setblocking(False)
+            self.server_address = sock.getsockname()
+
+        def server_close(self) -> None:
+            # No shutdown(): on a shared socket it would stop every worker's accept.
+            self.socket.close()
+
+    server = ae.make_server(
+        sock.getsockname(), evt_handlers=handlers, server_class=SharedSocketServer
+    )
+    stamp = datetime.now().strftime("%Y%m%d%H%M%S")
+    thread = threading.Thread(target=server.serve_forever, name=f"AcceptorServer@{stamp}", daemon=True)
+    thread.start()
+    ae._servers.append(server)
     return server
