@@ -35,6 +35,9 @@ import httpx
 from bench.corpus import write_corpus
 from tests.harness import RunningNode, StoreSCP, median, node_config, nodelay_env, percentile
 
+# A node may take this long to start on a machine shared with other test runs.
+START_TIMEOUT_S = 120.0
+
 
 def warm(paths: list[Path]) -> None:
     """Read the corpus so the page cache, not the disk, feeds the sender."""
@@ -68,7 +71,7 @@ def reference_round(work: Path, corpus: Path, n: int) -> float:
 def ingest_round(work: Path, corpus: Path) -> float:
     """The node alone (no remote): seconds for storescu to store the corpus in it."""
     root = work / "alone"
-    node = RunningNode(root, node_config(root)).start()
+    node = RunningNode(root, node_config(root)).start(START_TIMEOUT_S)
     try:
         t0 = time.perf_counter()
         storescu(node.ae_title, node.dicom_port, corpus)
@@ -82,7 +85,8 @@ def node_round(work: Path, corpus: Path, n: int, timeout: float = 600) -> tuple[
     with StoreSCP(work / "forwarded") as scp:
         scp.start()
         root = work / "node"
-        node = RunningNode(root, node_config(root, remotes=[scp.remote("pacs", forward=True)])).start()
+        config = node_config(root, remotes=[scp.remote("pacs", forward=True)])
+        node = RunningNode(root, config).start(START_TIMEOUT_S)
         try:
             t0 = time.perf_counter()
             storescu(node.ae_title, node.dicom_port, corpus)

@@ -56,6 +56,9 @@ from tests.harness import (
     twin_config,
 )
 
+# A node may take this long to start on a machine shared with other test runs.
+START_TIMEOUT_S = 120.0
+
 
 def warm(paths: list[Path]) -> None:
     """Read the corpus so the page cache, not the disk, feeds the sender."""
@@ -179,7 +182,7 @@ def main(argv: list[str] | None = None) -> None:
             def start():
                 root = tmp / f"node{next(counter)}"
                 config = node_config(root, dicom={"fast_path": fast_path}, server={"workers": workers})
-                n = RunningNode(root, config).start(timeout=120)  # every worker serving
+                n = RunningNode(root, config).start(START_TIMEOUT_S)  # every worker serving
                 return n, NODE_AE, n.dicom_port
 
             return start
@@ -198,13 +201,14 @@ def main(argv: list[str] | None = None) -> None:
             root = tmp / f"base{next(counter)}"
             config = node_config(root)
             config["storage"].pop("min_free_bytes", None)  # a key older revisions do not know
-            n = RunningNode(root, config, repo=a.baseline.resolve()).start()
+            n = RunningNode(root, config, repo=a.baseline.resolve()).start(START_TIMEOUT_S)
             return n, NODE_AE, n.dicom_port
 
         def node_pg():
             assert pg is not None
             root = tmp / f"node{next(counter)}"
-            n = RunningNode(root, node_config(root, storage={"database": pg.create_database()})).start()
+            config = node_config(root, storage={"database": pg.create_database()})
+            n = RunningNode(root, config).start(START_TIMEOUT_S)
             return n, NODE_AE, n.dicom_port
 
         def storescp():

@@ -10,8 +10,9 @@ of a store (``ServerContext::Store``):
    (:func:`node.transcode.convert_for_storage`) and the converted file is
    what the rest of the path checks, stores and indexes; one that cannot be
    converted is stored as received;
-2. the file is written: fsynced and renamed into place, a file it replaces
-   kept aside (:meth:`node.store.InstanceStore.place`);
+2. the file is written: renamed into place, a file it replaces kept aside
+   (:meth:`node.store.InstanceStore.place`); its fsync and its folder's
+   run in the background while 3. writes the rows;
 3. it is indexed in one transaction, with the *index hooks* (e.g. the
    forwarding outbox row, which must commit with the instance); an instance
    filed under another series, study or patient is refused unless
@@ -22,8 +23,10 @@ of a store (``ServerContext::Store``):
    time it took; they are told of failures too.
 
 Success is returned only after the file is fsynced in place and the index
-row committed.  The :class:`Outcome` carries what a DICOM status and a
-DICOMweb FailureReason are both derived from.
+row committed, in that order: the commit waits for the fsyncs, so after a
+crash every committed row names a file on disk.  The
+:class:`Outcome` carries what a DICOM status and a DICOMweb FailureReason
+are both derived from.
 
 The node is assembled with one :class:`Ingest` (``NodeContext.ingest``);
 whoever assembles it (``node/server.py``, the CLI) registers hooks and
@@ -33,7 +36,9 @@ listeners on it.
 from __future__ import annotations
 
 import enum
+import functools
 import logging
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -42,9 +47,12 @@ from pathlib import Path
 from typing import BinaryIO
 
 from pydicom import dcmread
-from pydicom.charset import python_encoding
+from pydicom.charset import convert_encodings, default_encoding, python_encoding
+from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.tag import BaseTag
 
 from . import integrity
 from .index import catalog, faults
@@ -136,6 +144,8 @@ IndexHook = Callable[[Instance, Source], None]
 # Called after the commit (or the refusal) of every instance; must not raise.
 Listener = Callable[[Ingested], None]
 
+_CHARSET = 0x00080005
+_TRANSFER_SYNTAX = 0x00020010
 # Defer values this large: we only read the header (never pixel data).
 _DEFER = 16 * 1024
 # Stores of one SOP Instance UID are serialised (file placement and its row
@@ -156,15 +166,16 @@ def read_header(path: Path | BinaryIO) -> Dataset:
     return ds
 
 
-def check_whole(f: BinaryIO) -> None:
+def check_whole(f: BinaryIO, collect: frozenset[int] | None = None) -> integrity.Meta:
     """Raise Rejected (0xC000) unless the open file holds one whole data set (see node.integrity).
 
     0xC000 "cannot understand", not 0xA900 "does not match the SOP class":
     the bytes do not form a data set at all, whatever its IOD, and sending
-    the same bytes again cannot succeed.
+    the same bytes again cannot succeed.  *collect*: see
+    :func:`node.integrity.check_file`.
     """
     try:
-        integrity.check_file(f)
+        return integrity.check_file(f, collect)
     except integrity.Incomplete as exc:
         message = str(exc)
         if message.startswith("not a DICOM Part-10 file"):
@@ -172,6 +183,29 @@ def check_whole(f: BinaryIO) -> None:
         raise Rejected(CANNOT_UNDERSTAND, message) from None
     except OSError as exc:
         raise Rejected(PROCESSING_FAILURE, f"cannot read the received file: {exc}") from None
+
+
+def header_from(meta: integrity.Meta) -> Dataset:
+    """The data set of the elements the integrity walk picked up (``check_whole(f, HEADER_TAGS)``).
+
+    Parsing the file again with pydicom was the largest cost of a small
+    instance's ingest, for attributes the walk has just passed over.  The
+    elements stay raw: :class:`_Reader` decodes the common cases itself and
+    pydicom converts the rest on access, as it does after ``dcmread``.
+    """
+    little = meta.transfer_syntax != integrity.EXPLICIT_BIG
+    implicit = meta.transfer_syntax == integrity.IMPLICIT_LITTLE
+    raw = {
+        tag: RawDataElement(
+            BaseTag(tag), vr.decode("ascii") if vr else None, len(value), value, 0, vr is None, little
+        )
+        for tag, (vr, value) in (meta.elements or {}).items()
+    }
+    ds = Dataset(raw)
+    charset = raw.get(_CHARSET)
+    encoding = convert_encodings(convert_raw_data_element(charset).value) if charset else default_encoding
+    ds.set_original_encoding(implicit, little, encoding)
+    return ds
 
 
 class _Reader:
@@ -191,7 +225,7 @@ class _Reader:
         # get_item() turns every key into a Tag first, which cost more than
         # the lookup itself over the forty attributes of a header.
         self._elements = ds._dict
-        raw = ds.get_item(0x00080005)
+        raw = ds.get_item(_CHARSET)
         charset = raw.value if raw is not None else None
         if isinstance(charset, bytes):
             charset = charset.decode("ascii", "replace")
@@ -230,13 +264,43 @@ class _Reader:
         return _joined(self.ds, tag)
 
     def number(self, tag: int) -> int | None:
-        if tag not in self._elements:
+        elem = self._elements.get(tag)
+        if elem is None:
             return None
+        if isinstance(elem, RawDataElement) and elem.value is not None:
+            # The common encodings straight from the bytes (pydicom's conversion
+            # cost more than the rest of the header); anything else falls through.
+            vr = elem.VR or _dictionary_vr(tag)
+            if vr == "IS":
+                text = elem.value.strip(b" \0")
+                if not text:
+                    return None
+                if text.isdigit():
+                    return int(text)
+            elif vr in _BINARY_INTEGERS:
+                unpack = _BINARY_INTEGERS[vr][elem.is_little_endian]
+                if len(elem.value) == unpack.size:
+                    return unpack.unpack(elem.value)[0]
         try:
             value = self.ds[tag].value
             return int(value) if value not in (None, "") else None
         except (KeyError, TypeError, ValueError):
             return None
+
+
+# Binary integer VRs of one value: their struct by byte order (little endian: True).
+_BINARY_INTEGERS = {
+    vr: {little: struct.Struct(("<" if little else ">") + code) for little in (True, False)}
+    for vr, code in (("US", "H"), ("UL", "I"), ("SS", "h"), ("SL", "i"))
+}
+
+
+@functools.cache
+def _dictionary_vr(tag: int) -> str | None:
+    try:
+        return dictionary_VR(tag)
+    except KeyError:
+        return None
 
 
 def _joined(ds: Dataset, tag: int) -> str:
@@ -299,7 +363,16 @@ _PLAN = [
 ]
 
 
-def _values(r: _Reader, meta: Dataset | None) -> dict[str, object]:
+def _meta_values(meta: Dataset | None) -> dict[int, str]:
+    """The file meta attributes the catalogue stores, by tag."""
+    return {
+        tag: str(meta.get(tag).value or "").strip(" \0")
+        for _, tag, reader in _PLAN
+        if reader == _META and meta and tag in meta
+    }
+
+
+def _values(r: _Reader, meta: dict[int, str]) -> dict[str, object]:
     """The value of every stored catalogue attribute, by keyword."""
     values: dict[str, object] = {}
     for keyword, tag, reader in _PLAN:
@@ -310,7 +383,7 @@ def _values(r: _Reader, meta: Dataset | None) -> dict[str, object]:
         elif reader == _NUMBER:
             values[keyword] = r.number(tag)
         else:
-            values[keyword] = str(meta.get(tag).value or "").strip(" \0") if meta and tag in meta else ""
+            values[keyword] = meta.get(tag, "")
     return values
 
 
@@ -322,11 +395,18 @@ def _row(level: str, values: dict[str, object]) -> dict[str, object]:
     return row
 
 
-def extract(ds: Dataset) -> Header:
-    """Pick out the indexed attributes; raise Rejected for missing or bad UIDs."""
+# The top-level elements extract() reads (the file meta's come from integrity.Meta).
+HEADER_TAGS = frozenset(tag for _, tag, reader in _PLAN if reader != _META) | {_CHARSET}
+
+
+def extract(ds: Dataset, meta: dict[int, str] | None = None) -> Header:
+    """Pick out the indexed attributes; raise Rejected for missing or bad UIDs.
+
+    *meta* holds the file meta's values by tag; by default they are read from ``ds.file_meta``.
+    """
     try:
         r = _Reader(ds)
-        values = _values(r, getattr(ds, "file_meta", None))
+        values = _values(r, meta if meta is not None else _meta_values(getattr(ds, "file_meta", None)))
         charset = r.charset
         entry = Entry(
             patient_id=str(values["PatientID"]),
@@ -376,6 +456,9 @@ class Ingest:
         self.index_hooks: list[IndexHook] = []
         self.listeners: list[Listener] = []
         self._stripes = [threading.Lock() for _ in range(_STRIPES)]
+        # Instances between their file's placement and their commit (see _file).
+        self._filing = 0
+        self._filing_lock = threading.Lock()
         # (time.monotonic(), reason) of the last instance refused because a disk or the index was full.
         self.last_full: tuple[float, str] | None = None
 
@@ -466,9 +549,8 @@ class Ingest:
         except OSError as exc:
             raise Rejected(PROCESSING_FAILURE, f"cannot read the received file: {exc}") from None
         with f:
-            check_whole(f)
-            f.seek(0)
-            return extract(read_header(f))
+            meta = check_whole(f, HEADER_TAGS)
+            return extract(header_from(meta), {_TRANSFER_SYNTAX: meta.transfer_syntax})
 
     def _file(self, header: Header, relative: str, path: Path, source: Source, take: bool) -> Outcome:
         if not self.replace and self.store.exists(relative):
@@ -483,7 +565,7 @@ class Ingest:
                     path.unlink(missing_ok=True)
                 return self._conflict(header, clash, source)
         try:
-            placement = self.store.place(path, relative, take=take)
+            placement = self.store.place(path, relative, take=take, defer=True)
         except Exception as exc:
             return self._fault(header, exc, None)
         hooks = self.index_hooks
@@ -491,6 +573,9 @@ class Ingest:
         def inside(instance: Instance) -> None:
             for hook in hooks:
                 hook(instance, source)
+            # The fsyncs ran while the rows were written; the commit waits for
+            # them, so a committed row always names a file that is on disk.
+            placement.durable()
 
         now = utcnow()
         file = {
@@ -500,13 +585,23 @@ class Ingest:
             "calling_aet": source.calling_aet,
             "source": source.label,
         }
+        with self._filing_lock:
+            self._filing += 1
+            alone = self._filing == 1
         try:
+            if not alone:
+                # Others are filing too: wait for the fsyncs here rather than while
+                # holding the index's write lock, which they queue for.
+                placement.durable()
             filed = file_instance(header.entry, file, replace=self.replace, inside=inside, now=now)
         except Exception as exc:
             self._undo(placement)
             if isinstance(exc, Conflict):
                 return self._conflict(header, exc, source)
             return self._fault(header, exc, None)
+        finally:
+            with self._filing_lock:
+                self._filing -= 1
         self.store.settle(placement)
         if filed.old_path and filed.old_path != relative:
             self.store.remove(filed.old_path)  # "replace" moved it: the old file goes

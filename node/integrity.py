@@ -92,6 +92,8 @@ class Meta:
 
     start: int  # file offset of the first data set byte
     transfer_syntax: str
+    # The top-level elements asked for (``check_file(f, collect=...)``): tag -> (VR or None, value).
+    elements: dict[int, tuple[bytes | None, bytes]] | None = None
 
     @property
     def deflated(self) -> bool:
@@ -136,27 +138,34 @@ def check(path: Path) -> Meta:
         return check_file(f)
 
 
-def check_file(f: BinaryIO) -> Meta:
-    """:func:`check` on an open file (read from its start; its position is left anywhere)."""
+def check_file(f: BinaryIO, collect: frozenset[int] | None = None) -> Meta:
+    """:func:`check` on an open file (read from its start; its position is left anywhere).
+
+    With *collect*, the values of those top-level tags (of defined length)
+    are picked up on the way and returned in :attr:`Meta.elements`: the
+    ingest path reads its header from them instead of parsing the file again.
+    """
     size = os.fstat(f.fileno()).st_size
     if size < 132:
         raise Incomplete(f"not a DICOM Part-10 file ({size} bytes)")
     if size <= _READ_WHOLE:
         f.seek(0)
-        return _check(f.read(), size)
+        return _check(f.read(), size, collect)
     with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-        return _check(buf, size)
+        return _check(buf, size, collect)
 
 
-def _check(buf, size: int) -> Meta:
+def _check(buf, size: int, collect: frozenset[int] | None = None) -> Meta:
     meta = read_meta(buf, size)
+    found: dict[int, tuple[bytes | None, bytes]] | None = {} if collect is not None else None
     if meta.deflated:
         data = _inflate(buf, meta.start, size)
-        walk(data, 0, len(data), little=True, implicit=False)
+        walk(data, 0, len(data), little=True, implicit=False, collect=collect, found=found)
     else:
         little = meta.transfer_syntax != EXPLICIT_BIG
-        walk(buf, meta.start, size, little=little, implicit=meta.transfer_syntax == IMPLICIT_LITTLE)
-    return meta
+        implicit = meta.transfer_syntax == IMPLICIT_LITTLE
+        walk(buf, meta.start, size, little=little, implicit=implicit, collect=collect, found=found)
+    return meta if found is None else Meta(meta.start, meta.transfer_syntax, found)
 
 
 def _inflate(buf: mmap.mmap, start: int, size: int) -> bytes:
@@ -185,17 +194,41 @@ def _inflate(buf: mmap.mmap, start: int, size: int) -> bytes:
     return bytes(out)
 
 
-def walk(buf, pos: int, end: int, *, little: bool, implicit: bool) -> None:
-    """Check that the elements from *pos* fill *buf* exactly up to *end*."""
-    pos = _elements(buf, pos, end, little, implicit, 0, in_item=False)
+def walk(
+    buf,
+    pos: int,
+    end: int,
+    *,
+    little: bool,
+    implicit: bool,
+    collect: frozenset[int] | None = None,
+    found: dict[int, tuple[bytes | None, bytes]] | None = None,
+) -> None:
+    """Check that the elements from *pos* fill *buf* exactly up to *end*.
+
+    The top-level elements whose tags are in *collect* are put in *found*.
+    """
+    pos = _elements(buf, pos, end, little, implicit, 0, in_item=False, collect=collect, found=found)
     if pos != end:  # pragma: no cover - _elements only returns early inside items
         raise Incomplete(f"data set truncated: ends at byte {pos} of {end}")
 
 
-def _elements(buf, pos: int, end: int, little: bool, implicit: bool, depth: int, *, in_item: bool) -> int:
+def _elements(
+    buf,
+    pos: int,
+    end: int,
+    little: bool,
+    implicit: bool,
+    depth: int,
+    *,
+    in_item: bool,
+    collect: frozenset[int] | None = None,
+    found: dict[int, tuple[bytes | None, bytes]] | None = None,
+) -> int:
     """Walk a data set from *pos*; return where it ends (after the item delimiter inside an item)."""
     explicit_at, long_at, implicit_at = _READERS[little]
     short_vrs, long_vrs = _SHORT_VRS, _LONG_VRS
+    wanted = collect or frozenset()
     while pos < end:
         if end - pos < 8:
             if not in_item and not any(buf[pos:end]):
@@ -246,6 +279,8 @@ def _elements(buf, pos: int, end: int, little: bool, implicit: bool, depth: int,
                 f"{end - pos} remain (byte {pos}; or its length is wrong)"
             )
         else:
+            if wanted and (group << 16 | element) in wanted:
+                found[group << 16 | element] = (vr, bytes(buf[pos : pos + length]))
             pos += length
     if in_item:
         raise Incomplete("data set truncated: ends inside a sequence item (no item delimiter)")
