@@ -150,7 +150,8 @@ class _Zygote:
         self.exits: dict[int, int] = {}
         self.changed = threading.Condition()
         self.pids: list[int] = []
-        with open(Path(tempfile.gettempdir()) / f"dicom-node-zygote-{os.getpid()}.log", "ab") as log:
+        self.log_path = Path(tempfile.gettempdir()) / f"dicom-node-zygote-{os.getpid()}.log"
+        with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "tests.zygote"],
                 cwd=REPO,
@@ -203,6 +204,8 @@ class _Zygote:
                 self.proc.wait(5)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+        if self.log_path.exists() and self.log_path.stat().st_size == 0:
+            self.log_path.unlink()  # kept only when the zygote had something to say
 
 
 class ForkedProcess:
