@@ -156,6 +156,24 @@ def table(columns: Sequence[Column], rows: Sequence[dict[str, object]]) -> list[
     return out
 
 
+def _series_number(row: dict[str, object]) -> float:
+    try:
+        return float(str(row.get("SeriesNumber") or "").strip())
+    except ValueError:
+        return float("inf")
+
+
+def _by_series_number(rows: list[dict[str, object]]) -> list[dict[str, object]]:
+    """Series in the order of their SeriesNumber within each study (studies in the order found).
+
+    The index answers in arrival order, and series imported by several writers arrive in any order.
+    """
+    first: dict[object, int] = {}
+    for row in rows:
+        first.setdefault(row.get("StudyInstanceUID"), len(first))
+    return sorted(rows, key=lambda r: (first[r.get("StudyInstanceUID")], _series_number(r)))
+
+
 def run_ls(
     what: str,
     options: dict[str, str | None],
@@ -173,6 +191,8 @@ def run_ls(
         return 2
     more = bool(limit) and len(rows) > limit
     rows = rows[:limit] if limit else rows
+    if what == "series":
+        rows = _by_series_number(rows)
     if as_json:
         print(json.dumps(rows, ensure_ascii=False, indent=1))
         return 0
