@@ -34,7 +34,10 @@ def _mount_tmpfs(path: Path, size: str) -> None:
 def full_node(tmp_path):
     storage = tmp_path / "storage"
     _mount_tmpfs(storage, "4m")
-    node = RunningNode(tmp_path, node_config(tmp_path))
+    # No free-space floor: this module is about the disk really filling up (the floor is
+    # test_faults' subject); with one, whether the floor or the disk answers depends on
+    # when the node last sampled the free space.
+    node = RunningNode(tmp_path, node_config(tmp_path, storage={"min_free_bytes": 0}))
     try:
         node.start()
         yield node
