@@ -84,42 +84,18 @@ def stream_files(
     pending = b""  # the previous part's CRLF, sent with the next header
     for part in parts:
         if isinstance(part, GeneratedPart):
-            pieces.append(pending + part_header(boundary, part.content_type))
-            for data in part.chunks():
-                pieces.append(data)
-                held += len(data)
-                if held >= CHUNK:
-                    yield b"".join(pieces)
-                    pieces, held = [], 0
-            pending = b"\r\n"
-            if part_by_part and pieces:
+            header, chunks = part_header(boundary, part.content_type), part.chunks()
+        else:
+            header, chunks = part_header(boundary, part.content_type, part.size), _file_chunks(part)
+        pieces.append(pending + header)
+        for data in chunks:
+            pieces.append(data)
+            held += len(data)
+            # Small instances are gathered into one write of about CHUNK bytes: each
+            # step costs a thread hop and an event-loop turn, whatever its size.
+            if held >= CHUNK:
                 yield b"".join(pieces)
                 pieces, held = [], 0
-            continue
-        try:
-            fp = part.open()
-            actual = os.fstat(fp.fileno()).st_size
-            if actual != part.size:
-                fp.close()
-                raise OSError(f"{fp.name}: {actual} bytes on disk, {part.size} in the index")
-        except OSError:
-            log.exception("cannot read a stored instance during a retrieve; aborting the response")
-            raise
-        pieces.append(pending + part_header(boundary, part.content_type, part.size))
-        with fp:
-            left = part.size
-            while left:
-                data = fp.read(min(CHUNK, left))
-                if not data:
-                    raise OSError(f"{fp.name}: shorter than the {part.size} bytes indexed")
-                pieces.append(data)
-                held += len(data)
-                left -= len(data)
-                # Small instances are gathered into one write of about CHUNK bytes: each
-                # step costs a thread hop and an event-loop turn, whatever its size.
-                if held >= CHUNK:
-                    yield b"".join(pieces)
-                    pieces, held = [], 0
         pending = b"\r\n"
         if part_by_part and pieces:
             yield b"".join(pieces)
@@ -135,3 +111,24 @@ def stream_parts(boundary: str, parts: Iterable[tuple[str, bytes]]) -> Iterator[
         yield payload
         yield b"\r\n"
     yield closing(boundary)
+
+
+def _file_chunks(part: FilePart) -> Iterator[bytes]:
+    """The stored file of *part* in CHUNK pieces; OSError when it is not the size the index says."""
+    try:
+        fp = part.open()
+        actual = os.fstat(fp.fileno()).st_size
+        if actual != part.size:
+            fp.close()
+            raise OSError(f"{fp.name}: {actual} bytes on disk, {part.size} in the index")
+    except OSError:
+        log.exception("cannot read a stored instance during a retrieve; aborting the response")
+        raise
+    with fp:
+        left = part.size
+        while left:
+            data = fp.read(min(CHUNK, left))
+            if not data:
+                raise OSError(f"{fp.name}: shorter than the {part.size} bytes indexed")
+            yield data
+            left -= len(data)

@@ -19,7 +19,7 @@ from ..statuses import SUCCESS
 from ..transcode.stored import StoredSyntaxes
 from ..uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from ..workers.slots import AssociationSlots
-from . import association_limit, associations, qr, storage, wire
+from . import associations, qr, storage, wire
 
 
 def build_ae(ctx: NodeContext) -> AE:
@@ -92,7 +92,7 @@ def start(ctx: NodeContext, *, sock=None, slots: AssociationSlots | None = None)
     ae = build_ae(ctx)
     evt_handlers = handlers(ctx)
     if slots is not None:
-        evt_handlers += association_limit.limit(ae, slots)
+        evt_handlers += wire.shared_association_limit(ae, slots)
     return wire.serve(
         ae,
         (s.host, s.port),

@@ -24,6 +24,9 @@ hook                   pynetdicom internal it replaces                          
 ``negotiation``        ``acse.negotiate_as_acceptor``: the transfer syntax of the  when serving
                        storage contexts a C-GET requester takes the SCP role on   (function)
                        is the requester's preference (:mod:`.negotiation`)
+``association_limit``  ``AE.maximum_associations``, read by pynetdicom's ACSE in   with workers
+                       the negotiating thread: answered from the node-wide slots  (safety)
+                       shared by every worker (:mod:`.association_limit`)
 ``listener``           backlog 128, kernel send/receive timeouts, TCP_NODELAY     when serving
                        (socket API only)                                          (safety)
 ``contexts``           the supported contexts' ``_transfer_syntax`` lists share    when serving
@@ -65,6 +68,7 @@ from pathlib import Path
 from pynetdicom import _config
 
 from . import direct, inbound, negotiation, reactor, reader, retrieve_service, validation
+from .association_limit import limit as shared_association_limit
 from .codec import error_comment
 from .inbound import Receiver
 from .limits import advertised_max_pdu
@@ -84,6 +88,7 @@ __all__ = [
     "send_dataset",
     "send_file",
     "serve",
+    "shared_association_limit",
 ]
 
 _installed_mode: bool | None = None

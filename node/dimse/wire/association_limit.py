@@ -16,7 +16,7 @@ import threading
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
 
-from ..workers.slots import AssociationSlots
+from ...workers.slots import AssociationSlots
 
 _SLOT = "_node_slot"
 UNLIMITED = 1 << 30
