@@ -248,3 +248,39 @@ def test_fragmented_ct_instances_byte_identical(node_factory, tmp_path):
     for path in sent:
         sop_uid = dcmread(path, stop_before_pixels=True).SOPInstanceUID
         assert dataset_bytes(stored_path(node, sop_uid)) == dataset_bytes(path)
+
+
+JPEG_LS = "1.2.840.10008.1.2.4.80"
+IMPLICIT_VR_LE = "1.2.840.10008.1.2"
+
+
+@pytest.mark.parametrize(
+    ("proposed", "accepted"),
+    [
+        # The peer's compressed first choice: it sends what it holds, stored as received.
+        ((JPEG_LS, EXPLICIT_VR_LE, IMPLICIT_VR_LE), JPEG_LS),
+        # Uncompressed first: explicit VR (the VRs of private elements kept), as DCMTK's storescp does.
+        ((IMPLICIT_VR_LE, EXPLICIT_VR_LE), EXPLICIT_VR_LE),
+        ((IMPLICIT_VR_LE,), IMPLICIT_VR_LE),
+    ],
+    ids=["jpeg-ls-first", "implicit-first", "implicit-only"],
+)
+def test_storage_context_takes_the_peers_compressed_first_choice(node, tmp_path, proposed, accepted):
+    """One presentation context with several syntaxes: what the node accepts, and what it then stores."""
+    from bench.corpus import encode_as
+
+    ds = make_dataset(study_uid=generate_uid(), series_uid=generate_uid(), phantom=True)
+    original = encode_as(ds, accepted, tmp_path / "original.dcm")
+    ae = AE(ae_title="COMBINED")
+    ae.add_requested_context(CTImageStorage, list(proposed))
+    assoc = ae.associate("127.0.0.1", node.dicom_port, ae_title=node.ae_title)
+    assert assoc.is_established
+    try:
+        assert [str(cx.transfer_syntax[0]) for cx in assoc.accepted_contexts] == [accepted]
+        status = assoc.send_c_store(original)
+    finally:
+        assoc.release()
+    assert status.Status == 0x0000
+    stored = stored_path(node, ds.SOPInstanceUID)
+    assert str(dcmread(stored, stop_before_pixels=True).file_meta.TransferSyntaxUID) == accepted
+    assert dataset_bytes(stored) == dataset_bytes(original)

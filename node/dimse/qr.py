@@ -26,8 +26,9 @@ def add_contexts(ae: AE) -> None:
         cx.scu_role = cx.scp_role = True
         # pynetdicom accepts the first of *our* syntaxes the peer proposed, and
         # implicit VR comes first in its list: explicit VR little endian first
-        # for a peer sending to the node.  The contexts a C-GET requester takes
-        # the SCP role on follow the requester's order instead (wire.negotiation).
+        # for a peer sending to the node, unless its first choice is compressed.
+        # The contexts a C-GET requester takes the SCP role on follow the
+        # requester's order instead (wire.negotiation).
         if ExplicitVRLittleEndian in cx.transfer_syntax:
             rest = [ts for ts in cx.transfer_syntax if ts != ExplicitVRLittleEndian]
             cx.transfer_syntax = [ExplicitVRLittleEndian, *rest]

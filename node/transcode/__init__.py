@@ -31,7 +31,7 @@ from ..store import InstanceStore
 from . import syntaxes
 from .codec import CodecError, PixelFormat, decode, encode
 from .convert import Conversion, FrameConverter, TranscodeError
-from .negotiate import Action, Plan, acceptor_syntax, plan, requestor_syntaxes
+from .negotiate import Action, Plan, acceptor_syntax, plan, receiving_syntax, requestor_syntaxes
 
 __all__ = [
     "Action",
@@ -46,6 +46,7 @@ __all__ = [
     "convert_frame",
     "open_conversion",
     "plan",
+    "receiving_syntax",
     "requestor_syntaxes",
     "syntaxes",
     "transcode",

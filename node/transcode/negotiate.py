@@ -17,7 +17,8 @@ Little Endian, each in its own presentation context
 still has the default to fall back on; then :func:`plan` over what it
 accepted.  As an acceptor of storage contexts (C-GET's role reversal), a
 context holds one syntax for every instance sent in it:
-:func:`acceptor_syntax` picks it.
+:func:`acceptor_syntax` picks it.  As an acceptor of the storage contexts a
+peer will C-STORE on, :func:`receiving_syntax` keeps what the peer has.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
-from .syntaxes import DECODABLE, EXPLICIT, IMPLICIT, LOSSLESS_TARGETS, LOSSY_TARGETS, TARGETS, name
+from .syntaxes import DECODABLE, EXPLICIT, IMPLICIT, LOSSLESS_TARGETS, LOSSY_TARGETS, NATIVE, TARGETS, name
 
 ANY = "*"  # a peer that takes whatever is stored (DICOMweb ``transfer-syntax=*``)
 
@@ -131,4 +132,21 @@ def acceptor_syntax(proposed: Sequence[str], stored: Collection[str] | None = No
     for syntax in proposed:
         if syntax in DECODABLE:
             return syntax
+    return None
+
+
+def receiving_syntax(proposed: Sequence[str], supported: Collection[str]) -> str | None:
+    """The syntax to accept in a storage context a peer will C-STORE on, *proposed* in its order.
+
+    The peer's first choice among *supported* when it is a compressed
+    (encapsulated) syntax: a modality that lists the syntax its images are
+    in first sends them unchanged, and the node stores them as received
+    instead of making the sender decompress.  None when the first choice is
+    native (uncompressed): the node's own order stands, Explicit VR Little
+    Endian first, as DCMTK's storescp does, since it has the same pixels as
+    Implicit VR and keeps the VRs of private elements.
+    """
+    for syntax in proposed:
+        if syntax in supported:
+            return None if syntax in NATIVE else syntax
     return None

@@ -23,7 +23,8 @@ hook                   pynetdicom internal it replaces                          
                        the node's handlers (:mod:`.retrieve_service`)             (function)
 ``negotiation``        ``acse.negotiate_as_acceptor``: the transfer syntax of the  when serving
                        storage contexts a C-GET requester takes the SCP role on   (function)
-                       is the requester's preference (:mod:`.negotiation`)
+                       is the requester's preference, and a peer sending to the
+                       node gets its compressed first choice (:mod:`.negotiation`)
 ``association_limit``  ``AE.maximum_associations``, read by pynetdicom's ACSE in   with workers
                        the negotiating thread: answered from the node-wide slots  (safety)
                        shared by every worker (:mod:`.association_limit`)

@@ -1,4 +1,4 @@
-"""The transfer syntax of the storage contexts a C-GET requester proposes: the node's rule, not pynetdicom's.
+"""The transfer syntax of the storage contexts a peer proposes: the node's rules, not pynetdicom's.
 
 A C-GET requester proposes each storage SOP class it wants back with the
 SCP role (role selection); the node then C-STOREs on those contexts, one
@@ -14,8 +14,14 @@ negotiated: what the node stores per SOP class comes from a hint the caller
 passes (``node.transcode.stored.StoredSyntaxes``); each instance is then
 sent as stored or converted (:func:`node.remotes.sender.store_one`).
 
+A peer that will C-STORE to the node proposing ``[JPEG-LS, explicit VR LE]``
+in one context got explicit VR too, so it had to decompress and the node
+stored something other than what the peer held.  The choice follows
+:func:`node.transcode.receiving_syntax`: the peer's first choice when it
+is compressed, else the node's order (explicit VR LE first).
+
 Hook (function, when serving): ``pynetdicom.acse.negotiate_as_acceptor`` is
-wrapped; pynetdicom's result stands for every other context.
+wrapped; pynetdicom's result stands for every context these rules leave alone.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from collections.abc import Callable, Collection
 
 import pynetdicom.acse
 
-from ...transcode import acceptor_syntax
+from ...transcode import acceptor_syntax, receiving_syntax
 
 StoredOf = Callable[[str], Collection[str] | None]
 
@@ -34,23 +40,24 @@ def _nothing_known(_sop_class: str) -> None:
 
 
 def _choose(rq_contexts, ac_contexts, roles, result, stored_of: StoredOf) -> None:
-    """Re-pick the transfer syntax of each accepted context the requester asked to take the SCP role on."""
-    wanted_scp = {str(uid) for uid, (_scu, scp) in roles.items() if scp}
-    if not wanted_scp:
-        return
+    """Re-pick the transfer syntax of each accepted context by who will send on it."""
+    wanted_scp = {str(uid) for uid, (_scu, scp) in (roles or {}).items() if scp}
     requested = {cx.context_id: cx for cx in rq_contexts}
     supported = {str(cx.abstract_syntax): cx for cx in ac_contexts}
     for cx in result:
         abstract = str(cx.abstract_syntax)
-        if cx.result != 0x00 or abstract not in wanted_scp or not cx.as_scu:
-            continue
         ours = supported.get(abstract)
         proposal = requested.get(cx.context_id)
-        if ours is None or proposal is None:
+        if cx.result != 0x00 or ours is None or proposal is None:
             continue
-        offered = [str(ts) for ts in proposal.transfer_syntax if ts in ours.transfer_syntax]
-        # Nothing stored in that class (or not known yet): any instance might come, so lossless only.
-        choice = acceptor_syntax(offered, stored_of(abstract) or None)
+        proposed = [str(ts) for ts in proposal.transfer_syntax]
+        if abstract in wanted_scp and cx.as_scu:
+            # The node will send (C-GET): nothing stored in that class (or not
+            # known yet) means any instance might come, so lossless only.
+            offered = [ts for ts in proposed if ts in ours.transfer_syntax]
+            choice = acceptor_syntax(offered, stored_of(abstract) or None)
+        else:
+            choice = receiving_syntax(proposed, {str(ts) for ts in ours.transfer_syntax})
         if choice and choice != cx.transfer_syntax[0]:
             cx.transfer_syntax = [choice]
 
@@ -67,8 +74,7 @@ def install(stored_of: StoredOf | None = None) -> None:
 
     def negotiate(rq_contexts, ac_contexts, roles=None):
         result, reply_roles = original(rq_contexts, ac_contexts, roles)
-        if roles:
-            _choose(rq_contexts, ac_contexts, roles, result, stored_of)
+        _choose(rq_contexts, ac_contexts, roles, result, stored_of)
         return result, reply_roles
 
     negotiate.node_original = original  # type: ignore[attr-defined]
