@@ -96,7 +96,7 @@ class GatedPACS:
 
 pytestmark = pytest.mark.skipif(not orthanc_available(), reason="Orthanc is not installed")
 
-STUDIES = ("wado", "metadata", "frames", "move", "get", "shared", "instance")
+STUDIES = ("wado", "metadata", "frames", "move", "get", "shared", "instance", "rendered")
 
 
 def _sop(data: bytes) -> str:
@@ -263,6 +263,29 @@ def test_wado_metadata_and_frames_miss(env):
     r = wado(env, f"studies/{uid}/series/{one.SeriesInstanceUID}/instances/{one.SOPInstanceUID}")
     assert r.status_code == 200, r.text
     assert by_sop(r) == {str(one.SOPInstanceUID): upstream_bytes(env, uid)[str(one.SOPInstanceUID)]}
+
+
+def test_rendered_miss_is_retrieved_and_a_thumbnail_never_starts_a_retrieval(env):
+    from PIL import Image
+
+    uid = study_uid(env, "rendered")
+    # A study list shows thumbnails of upstream-only studies too: they must not retrieve each one.
+    r = wado(env, f"studies/{uid}/thumbnail")
+    assert r.status_code == 404, r.text
+    assert retrieve_jobs(env, uid) == []
+    one = dcmread(next(iter(env["studies"]["rendered"].values())))
+    path = f"studies/{uid}/series/{one.SeriesInstanceUID}/instances/{one.SOPInstanceUID}"
+    r = wado(env, f"{path}/rendered", headers={"Accept": "image/png"})
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "image/png"
+    image = Image.open(io.BytesIO(r.content))
+    assert image.size == (one.Columns, one.Rows)
+    assert image.getextrema() != (0, 0)  # not blank
+    assert len(retrieve_jobs(env, uid)) == 1
+    # Once retrieved, the study's thumbnail is served from what is held.
+    wait_until("the retrieval to end", lambda: retrieve_jobs(env, uid)[0]["state"] == "done", 30)
+    r = wado(env, f"studies/{uid}/thumbnail")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg", r.text
 
 
 def test_movescu_of_a_miss_delivers_every_instance(env):

@@ -2,7 +2,9 @@
 
 Thin: the index names the instance (for a study or series thumbnail, the
 middle image of its first image series), node.dicomweb.frames reads the one
-frame, node.transcode.render decodes and renders it in a worker thread.
+frame, node.transcode.render decodes and renders it in a worker thread.  An
+instance not held is retrieved from a read-through upstream first (as its
+frames would be); a thumbnail of something not held is a 404.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from ..transcode.render import (
     render_frame,
 )
 from .access_log import note
-from .wado import INSTANCE, SERIES, STUDY, error
+from .wado import INSTANCE, SERIES, STUDY, error, held_instance
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +98,9 @@ async def rendered(request: Request) -> Response:
             if len(numbers) != 1:
                 raise FrameError("a rendered frame is one frame: ask for one number")
             number = numbers[0]
+        # Not held: retrieved from a read-through upstream, as for the instance's frames.
+        if (refusal := await held_instance(request)) is not None:
+            return refusal
         p = request.path_params
         store = request.app.state.ctx.store
         (inst,) = await run_in_threadpool(find_retrieved, store, p["study"], p["series"], p["instance"])
@@ -113,7 +118,8 @@ async def thumbnail(request: Request) -> Response:
     p = request.path_params
     try:
         options = await _options(request, THUMBNAIL_VIEWPORT)
-        # Not a read for the bounded store: a study list shows every study's thumbnail.
+        # Not a read for the bounded store, and never a retrieval on a miss: a study
+        # list shows every study's thumbnail, upstream-only ones included.
         instances = await run_in_threadpool(find_instances, p["study"], p.get("series"), p.get("instance"))
     except accept.NotAcceptable as exc:
         return error(406, str(exc))

@@ -346,8 +346,12 @@ async def _frames_response(
     return StreamingResponse(body, media_type=content_type(choice.media_type, boundary))
 
 
-async def _held_instance(request: Request) -> Response | None:
-    """Make sure the path's instance is held (retrieving it on a miss); an error answer, or None."""
+async def held_instance(request: Request) -> Response | None:
+    """Make sure the path's instance is held (retrieving it on a miss); an error answer, or None.
+
+    For the instance-level resources that read one stored file (frames, bulk
+    data, rendered): the study's retrieval goes on after that instance is in.
+    """
     try:
         await _lookup(request)
         return None
@@ -368,7 +372,7 @@ async def frames(request: Request) -> Response:
         numbers = parse_frame_list(request.path_params["frames"])
     except FrameError as exc:
         return error(exc.status, str(exc))
-    if (refusal := await _held_instance(request)) is not None:
+    if (refusal := await held_instance(request)) is not None:
         return refusal
     return await _frames_response(request, numbers, None)
 
@@ -376,7 +380,7 @@ async def frames(request: Request) -> Response:
 async def bulkdata(request: Request) -> Response:
     """Resolve a BulkDataURI from the metadata: a bulk element's value, or all frames of the pixel data."""
     path = request.path_params["path"]
-    if (refusal := await _held_instance(request)) is not None:
+    if (refusal := await held_instance(request)) is not None:
         return refusal
     if path.strip("/").upper() in {f"{t:08X}" for t in PIXEL_TAGS}:
         try:
