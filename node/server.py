@@ -55,7 +55,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("node.server")
 
 ASSOCIATION_GRACE_S = 60.0
-JOBS_GRACE_S = 30.0  # for running jobs to reach a checkpoint; the rest resume after their lease
 
 
 class _Server(uvicorn.Server):
@@ -287,7 +286,9 @@ def serve(settings: Settings, *, worker: WorkerSpec | None = None) -> int:
     server.run(sockets=[http_socket])
     stop_listening()
     _drain(dimse_server, ASSOCIATION_GRACE_S)
-    runner.stop(JOBS_GRACE_S)
+    runner.stop()  # a few seconds at most (node/jobs/runner.py: STOP_GRACE_S)
+    # What a job left behind (or anything else) still holds open would keep the process alive.
+    wire.abort_requested()
     if evictor is not None:
         evictor.stop()
     if doorbell is not None:

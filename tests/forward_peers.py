@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+import threading
 
 from pydicom.dataset import Dataset
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
@@ -16,7 +16,8 @@ class RefusingSCP:
 
     Any other SOP class gets no presentation context (the remote "does not
     support" it); CT instances get *status* (0x0000 keeps them in ``received``,
-    once per time received) after *delay* seconds (a slow remote).
+    once per time received) after *delay* seconds (a slow remote; one that
+    keeps its answers, with a long delay, until it is stopped).
     """
 
     def __init__(self, ae_title: str = "REFUSER", status: int = 0xA900, delay: float = 0.0) -> None:
@@ -26,6 +27,7 @@ class RefusingSCP:
         self.delay = delay
         self.received: list[str] = []
         self.calling: list[str] = []
+        self._stopped = threading.Event()
         ae = AE(ae_title=ae_title)
         ae.add_supported_context(CTImageStorage, ALL_TRANSFER_SYNTAXES)
         self.server = ae.start_server(
@@ -35,7 +37,7 @@ class RefusingSCP:
     def _store(self, event) -> Dataset:
         self.calling.append(event.assoc.requestor.ae_title)
         if self.delay:
-            time.sleep(self.delay)
+            self._stopped.wait(self.delay)
         rsp = Dataset()
         rsp.Status = self.status
         if self.status == 0:
@@ -47,4 +49,5 @@ class RefusingSCP:
         return {"name": name, "ae_title": self.ae_title, "host": "127.0.0.1", "port": self.port, **extra}
 
     def stop(self) -> None:
+        self._stopped.set()
         self.server.shutdown()

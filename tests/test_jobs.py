@@ -237,6 +237,10 @@ def test_a_stalled_node_loses_its_job_and_a_killed_one_is_taken_over(tmp_path):
         assert done["progress"] == {"done": 10, "failed": 0, "total": 10, "bytes": done["progress"]["bytes"]}
         line = f"job {job['id']} (send): no longer held by"
         wait_until("the stalled node to give the job up", lambda: line in stalled.log())
+        # Its thread ends at once (the abort wakes it from waiting for an answer the abort dropped:
+        # left waiting, it once held the node's stop for 30 s).
+        ended = f"job {job['id']} (send): stopped here"
+        wait_until("the stalled node's job thread to end", lambda: ended in stalled.log(), timeout=10)
         time.sleep(1.0)  # it writes nothing more over the other's result
         assert get_job(other, job["id"]) == done
 
@@ -255,10 +259,47 @@ def test_a_stalled_node_loses_its_job_and_a_killed_one_is_taken_over(tmp_path):
         for n in (a, b):
             if n.proc and n.proc.poll() is None:
                 n.proc.send_signal(signal.SIGCONT)
-                # Once in a CI run on PostgreSQL a node resumed from SIGSTOP took over 30 s to
-                # stop (not reproduced since): 90 s still fails a node that hangs for good.
-                n.stop(timeout=90)
+                n.stop()
         slow.stop()
+
+
+def test_a_stopping_node_gives_its_jobs_back_at_once_and_leaves_a_hung_one_behind(node_factory, tmp_path):
+    # Remotes that take each C-STORE and keep their answer: a job's thread waits for it.
+    hold = RefusingSCP("HOLD", status=0x0000, delay=300)
+    stuck = RefusingSCP("STUCK", status=0x0000, delay=300)
+    node = node_factory(jobs=FAST, remotes=[hold.remote("hold"), stuck.remote("stuck", forward=True)]).start()
+    try:
+        files = write_corpus(tmp_path / "src", studies=1, series=1, instances=2)
+        storescu(node.ae_title, node.dicom_port, tmp_path / "src")
+        study = uids(files, "StudyInstanceUID")[0]
+        wait_until("the forward job's first C-STORE", lambda: len(stuck.calling) == 1)
+
+        # Cancelled while it waits for an answer: the abort wakes the thread at once, rather than
+        # after the DIMSE timeout (120 s). A lost lease (a node resumed from SIGSTOP) ends the same.
+        job = store(node, "hold", StudyInstanceUID=study)
+        wait_until("the send's first C-STORE", lambda: len(hold.calling) == 1)
+        assert httpx.post(f"{node.url}/jobs/{job['id']}/cancel", timeout=10).status_code == 200
+        line = f"job {job['id']} (send): stopped here"
+        wait_until("the cancelled job's thread to end", lambda: line in node.log(), timeout=10)
+        assert get_job(node, job["id"])["state"] == "cancelled"
+
+        # SIGTERM: the send goes back to the queue at once (resumable by the next node, not held
+        # until its lease runs out); the forward job, hung on its remote, is left behind after a
+        # few seconds with one line, and its rows stay pending for the next holder.
+        job = store(node, "hold", StudyInstanceUID=study)
+        wait_until("the second send's C-STORE", lambda: len(hold.calling) == 2)
+        assert node.stop(timeout=20) == 0  # it once waited 30 s per hung job
+        log = node.log()
+        assert f"job {job['id']} (send): interrupted; queued again to resume" in log
+        assert log.count("still busy after") == 1 and "(forward) still busy after 5s, left behind" in log
+        assert node.index_rows("SELECT state, claimed_by FROM job WHERE id = ?", job["id"]) == [
+            ("queued", None)
+        ]
+        pending = "SELECT COUNT(*) FROM outbox WHERE remote = ? AND state = ?"
+        assert node.index_rows(pending, "stuck", "pending") == [(2,)]
+    finally:
+        hold.stop()
+        stuck.stop()
 
 
 def test_two_nodes_on_one_index_run_each_job_once_and_forward_once(tmp_path):

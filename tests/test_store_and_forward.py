@@ -184,6 +184,28 @@ def test_a_full_remote_is_waited_for_not_given_up(node_factory, tmp_path):
         full.stop()
 
 
+def test_a_stop_in_the_middle_of_a_batch_ends_after_the_instance_in_flight(node_factory, tmp_path):
+    remote = RefusingSCP("SLOWFWD", status=0xA700)  # full at first: all ten wait, sent in one batch
+    try:
+        node = node_factory(jobs={"poll_seconds": 0.2}, remotes=[remote.remote("slow", forward=True)]).start()
+        write_corpus(tmp_path / "corpus", studies=1, instances=10)
+        storescu(node, tmp_path / "corpus")
+        wait_until("the refusal to be seen", lambda: remotes(node)["slow"]["last_error"] is not None)
+        assert remotes(node)["slow"]["pending"] == 10
+        remote.delay, remote.status = 0.7, 0x0000  # room again, but slow: the batch takes 7 s
+        wait_until("a first instance at the remote", lambda: len(remote.received) >= 1)
+        assert node.stop(timeout=20) == 0
+        # Not the rest of the batch (it would outlast the jobs' grace and be cut off with its
+        # answers unsaved, to be sent again): the instance in flight, its answer saved, the rest pending.
+        assert "still busy" not in node.log()
+        count = "SELECT COUNT(*) FROM outbox WHERE remote = ? AND state = ?"
+        (done,) = node.index_rows(count, "slow", "done")[0]
+        assert done == len(remote.received) < 10
+        assert node.index_rows(count, "slow", "pending") == [(10 - done,)]
+    finally:
+        remote.stop()
+
+
 def test_permanent_refusals_are_recorded_then_retried_on_request(node_factory, tmp_path):
     refuser = RefusingSCP(status=0xA900)
     try:

@@ -39,6 +39,11 @@ from .public import job_json
 log = logging.getLogger("node.jobs")
 
 FLUSH_S = 0.5  # progress reaches the row at most this late
+# How long stop() waits for running jobs.  Each handler stops at its next checkpoint (a send or a
+# retrieval aborts its association, a forward ends after the instance in flight), which takes a
+# fraction of this; a thread still busy then is waiting on the network and is left behind (its
+# job resumes from its row; every write is a transaction), so that a stop never hangs on a peer.
+STOP_GRACE_S = 5.0
 
 
 @dataclass
@@ -155,8 +160,8 @@ class JobRunner:
             if not running.kind.stops_last:
                 running.progress.cancel(STOPPING)
 
-    def stop(self, timeout: float = 30.0) -> bool:
-        """Stop every job (they go back to the queue) and wait up to *timeout*; True if all ended."""
+    def stop(self, timeout: float = STOP_GRACE_S) -> bool:
+        """Stop every job (they go back to the queue) and wait up to *timeout* in all; True if all ended."""
         self.request_stop()
         for running in self._snapshot():
             running.progress.cancel(STOPPING)
@@ -166,14 +171,16 @@ class JobRunner:
         busy = [r for r in self._snapshot() if r.thread.is_alive()]
         for running in busy:
             log.warning(
-                "job %d (%s) still busy after %.0fs; it resumes when its lease runs out",
+                "job %d (%s) still busy after %.0fs, left behind; it resumes when its lease runs out",
                 running.job.id,
                 running.kind.name,
                 timeout,
             )
         self._finished.set()
+        # The claiming thread may be waiting on the index (a lock another node holds): no longer
+        # than the deadline, as for the jobs.
         for thread in self._threads:
-            thread.join(5.0)
+            thread.join(max(0.5, deadline - time.monotonic()))
         return not busy
 
     # -- claiming ----------------------------------------------------------------

@@ -179,7 +179,7 @@ class ForwardWorker:
         self._wake.set()
 
     def stop(self) -> None:
-        """Finish the current batch, then exit."""
+        """Finish the instance in flight, save the answers, then exit (the rest stay pending)."""
         self._stopping.set()
         self._wake.set()
 
@@ -291,6 +291,8 @@ class ForwardWorker:
         settled: list[Settlement] = []
         outage = False
         for q, item in zip(batch, items, strict=True):
+            if self._stopping.is_set():
+                break  # the node is stopping: the rows not sent yet stay pending, as they are
             if not item.path.exists():
                 settled.append(Settlement(q, FAILED, error="the instance file is missing from the store"))
                 continue
@@ -449,8 +451,9 @@ class Forwarder:
         """Apply a reloaded config (SIGHUP): jobs for new forwarding remotes, none for dropped ones.
 
         A worker whose remote changed (address, AE title) or stopped forwarding
-        ends its batch; its job goes back to the queue and is claimed again
-        with the new settings.  Outbox rows are durable, so nothing is lost.
+        ends after the instance in flight; its job goes back to the queue and is
+        claimed again with the new settings.  Outbox rows are durable, so nothing
+        is lost.
         """
         before = self.remotes
         self.ctx = ctx

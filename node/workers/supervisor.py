@@ -53,7 +53,7 @@ log = logging.getLogger("node.workers")
 CRASH_WINDOW_S = 10.0  # a worker that dies sooner after its start counts as a crash loop
 BACKOFF_MAX_S = 30.0
 TICK_S = 0.1  # how often the supervisor looks at its workers
-# A worker drains associations (60 s) and then jobs (30 s): past this it is killed.
+# A worker drains associations (60 s) and then jobs (a few seconds): past this it is killed.
 STOP_GRACE_S = 100.0
 
 

@@ -33,10 +33,11 @@ hook                   pynetdicom internal it replaces                          
 ``contexts``           the supported contexts' ``_transfer_syntax`` lists share    when serving
                        their UIDs, so pynetdicom's per-connection deepcopy costs  (safety)
                        ~20 ms, not ~350 ms
-``sender``             ``get_msg`` of each association the node requests: only    per association
-                       the requesting thread takes its responses (pynetdicom's    (safety)
-                       reactor can steal one and the sender waits out the DIMSE
-                       timeout)
+``sender``             ``get_msg`` and ``abort`` of each association the node     per association
+                       requests: only the requesting thread takes its responses   (safety)
+                       (pynetdicom's reactor can steal one and the sender waits
+                       out the DIMSE timeout), and an abort from another thread
+                       (a job told to stop) wakes it with "no response"
 ``fast_read``          how the reader reads a PDU: one ``recv_into``, TCP_QUICKACK fast path
                        before waiting, a P-DATA-TF handed straight to
                        ``inbound`` (no PDU objects, no state-machine round)
@@ -64,6 +65,7 @@ hand-encoded messages (:mod:`.codec`) stops matching pynetdicom's encoder.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from pynetdicom import _config
@@ -77,6 +79,7 @@ from .listener import prepare_socket, serve
 
 __all__ = [
     "Receiver",
+    "abort_requested",
     "advertised_max_pdu",
     "error_comment",
     "fast_path",
@@ -147,12 +150,30 @@ def refusal(assoc) -> str:
 
 def prepare(assoc, *, send_only: bool = False) -> None:
     """Set up an association the node requested; *send_only* when it will only C-STORE on it."""
+    assoc._node_requested = True
     prepare_socket(assoc)
-    # Safety, both modes: without it a response can be taken by the wrong thread (a hang).
+    # Safety, both modes: without these a response can be taken by the wrong thread, or
+    # waited for after an abort threw it away (hangs).
     reactor.keep_responses_for_sender(assoc)
+    reactor.wake_sender_on_abort(assoc)
     if send_only and fast_path():
         # Nothing but our C-STOREs is written to it: they may go straight to the socket.
         assoc._node_direct = True
+
+
+def abort_requested() -> int:
+    """Abort every association the node requested that is still open; return how many.
+
+    For the end of a stop, once the jobs had their grace: pynetdicom's DUL
+    threads are not daemons, so an association left open (by a job thread
+    left behind, waiting on a peer that does not answer) would keep the
+    process alive after it said "stopped", up to the network timeout.  The
+    abort also wakes the thread waiting on it (see ``prepare``).
+    """
+    requested = [t for t in threading.enumerate() if getattr(t, "_node_requested", False)]
+    for assoc in requested:
+        assoc.abort()
+    return len(requested)
 
 
 def _message_id(assoc) -> int:

@@ -225,6 +225,27 @@ def keep_responses_for_sender(assoc: Association) -> None:
     assoc._node_send_only = True
 
 
+def wake_sender_on_abort(assoc: Association) -> None:
+    """Make an abort of *assoc* (an association the node requested) wake the thread waiting on it.
+
+    pynetdicom hands a requester waiting for a response "no response" (None
+    on the DIMSE queue) when the peer aborts or the connection drops, but not
+    when this side aborts: the abort drops the answer on its way, and a job
+    thread that another thread aborted to stop it (the node stopping, a
+    cancel, a lease lost after a stall) sat out the DIMSE timeout, 120 s to
+    10 min, holding up the node's stop.
+    """
+    original = assoc.abort
+
+    def abort(block: bool = True) -> None:
+        try:
+            original(block)
+        finally:
+            assoc.dimse.msg_queue.put((None, None))
+
+    assoc.abort = abort
+
+
 def skip_reactor_pause(assoc: Association) -> None:
     """Let ``send_c_store`` start at once on an association set up by keep_responses_for_sender.
 
