@@ -102,14 +102,14 @@ def test_stores_over_parallel_associations_are_indexed_and_forwarded_once(node, 
     # go to one; further rounds of two parallel C-ECHOs (two, so that slots
     # still being freed never meet the limit of four) must reach the other.
     for _ in range(20):
-        log = node.log()
-        if "node.dimse[w1]" in log and "node.dimse[w2]" in log:
+        if "node.dimse[w1]" in (log := node.log()) and "node.dimse[w2]" in log:
             break
         threads = [threading.Thread(target=echo, args=(node,)) for _ in range(2)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
+    log = node.log()  # the last round's answers too
     assert "node.dimse[w1]" in log and "node.dimse[w2]" in log, log[-3000:]
     # Forwarded once each, whichever worker stored it and whichever holds the forward job.
     wait_until("every instance at the forward remote", lambda: forwarded(node, "pacs") >= total)

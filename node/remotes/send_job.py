@@ -277,18 +277,16 @@ class SendJobs:
                         tally.transient = f"{row.sop_uid}: {error}"
                 self._report(tally, progress)
         finally:
+            ending = "released" if assoc.is_established and not progress.cancelled else "aborted"
             if progress.cancelled:
                 # Aborted by the cancel, perhaps still under way in another thread: releasing
                 # as well would wait out the ACSE timeout for an answer that cannot come.
                 assoc.abort()
-                ending = "aborted"
-            else:
-                ending = "released" if assoc.is_established else "aborted"
-                if assoc.is_established:
-                    try:
-                        assoc.release()
-                    except Exception:  # noqa: BLE001 - closing a dead link must not fail
-                        assoc.abort()
+            elif assoc.is_established:
+                try:
+                    assoc.release()
+                except Exception:  # noqa: BLE001 - closing a dead link must not fail
+                    assoc.abort()
             log.info(
                 "association %s to %s: %d instance(s)%s; %s",
                 settings.dicom.ae_title,

@@ -57,7 +57,7 @@ def _choose(rq_contexts, ac_contexts, roles, result, stored_of: StoredOf) -> Non
             offered = [ts for ts in proposed if ts in ours.transfer_syntax]
             choice = acceptor_syntax(offered, stored_of(abstract) or None)
         else:
-            choice = receiving_syntax(proposed, {str(ts) for ts in ours.transfer_syntax})
+            choice = receiving_syntax(proposed, ours.transfer_syntax)
         if choice and choice != cx.transfer_syntax[0]:
             cx.transfer_syntax = [choice]
 
