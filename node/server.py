@@ -265,10 +265,13 @@ def serve(settings: Settings, *, worker: WorkerSpec | None = None) -> int:
         timeout_graceful_shutdown=ASSOCIATION_GRACE_S,
     )
     server = _Server(config, stop_listening)
-    # uvicorn re-raises the captured signal once it has shut down; with these
-    # handlers in place that re-raise is harmless and we exit 0 as promised.
+    # uvicorn's own handler from now on, not only once run() installs it: a stop
+    # signal in between (a worker told to stop while still starting) was lost,
+    # and the node served on until killed.  Set early, it makes run() start and
+    # end at once.  uvicorn re-raises the captured signal once it has shut down,
+    # into this same handler: harmless, and we exit 0 as promised.
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: None)
+        signal.signal(sig, server.handle_exit)
     signal.signal(signal.SIGHUP, reloader.on_signal)
     if worker is not None:
         _watch_supervisor(worker.supervisor_pid)
